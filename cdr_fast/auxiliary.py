@@ -1,0 +1,77 @@
+"""AUX (Hu, Li & Yu, ICLR 2020): a trainable per-example offset added to the logits in training.
+
+``AuxBias`` holds the table B (one row per training example, one column per class, zero at the
+start). In training, ``aux(logits, idx)`` returns ``logits + lam * B[idx]``; in evaluation it
+returns ``logits`` unchanged. B's gradient is row-sparse (only the rows in the batch), so an
+SGD step on it costs O(batch * classes), whatever the number of examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class AuxBias(nn.Module):
+    """Per-example auxiliary logits ``lam * B[idx]``.
+
+    Args:
+        num_examples: rows of B, one per training example; ``idx`` indexes them.
+        num_classes: columns of B.
+        lam: the scale lambda of the AUX paper.
+
+    Train B with ``CDRSGD`` (or any optimizer that accepts sparse gradients) through
+    :meth:`param_group`, which keeps B out of CDR's scoring and gives it the AUX paper's plain
+    SGD (no momentum, no weight decay) unless told otherwise.
+    """
+
+    def __init__(self, num_examples: int, num_classes: int, lam: float = 1.0) -> None:
+        super().__init__()
+        for name, value in (("num_examples", num_examples), ("num_classes", num_classes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"invalid {name}: {value!r}; must be a positive int")
+        if not isinstance(lam, (int, float)) or lam < 0:
+            raise ValueError(f"invalid lam: {lam!r}; must be a float >= 0")
+        self.lam = float(lam)
+        self.weight = nn.Parameter(torch.zeros(num_examples, num_classes))
+
+    @property
+    def num_examples(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.shape[1]
+
+    def extra_repr(self) -> str:
+        return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}"
+
+    def param_group(self, momentum: float = 0.0, weight_decay: float = 0.0, **options: Any) -> dict[str, Any]:
+        """A param group for ``CDRSGD``: never scored by CDR; plain SGD by default.
+
+        Any other group option (``lr`` for one) may be passed; by default B takes the
+        optimizer's learning rate and follows its schedule. Momentum or weight decay on B make
+        every row move at every step, so the update is then dense (O(n * classes)).
+        """
+        return {"params": [self.weight], "score": False, "momentum": momentum, "weight_decay": weight_decay,
+                "rdi_lambda": 0.0, **options}
+
+    def forward(self, logits: Tensor, idx: Tensor) -> Tensor:
+        if not self.training:
+            return logits
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must have shape (batch, {self.num_classes}); got {tuple(logits.shape)}"
+            )
+        if idx.shape != logits.shape[:1]:
+            raise ValueError(f"idx must have shape ({logits.shape[0]},); got {tuple(idx.shape)}")
+        if idx.device.type == "cpu" and idx.numel():
+            # On an accelerator this check would cost a host sync per step; embedding checks there.
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= self.num_examples:
+                raise IndexError(f"example index out of range: got [{lo}, {hi}], table has {self.num_examples} rows")
+        rows = F.embedding(idx, self.weight, sparse=True)
+        return logits + self.lam * rows
