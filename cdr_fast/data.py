@@ -91,7 +91,7 @@ class Dataset:
 def normalise(images: np.ndarray, name: str) -> Tensor:
     """uint8 (n, C, H, W) -> float32 in [0, 1], then per-channel (x - mean) / std."""
     mean, std = NORMALISATION[name]
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    x = torch.tensor(images).float().div_(255.0)  # copies: IDX arrays are read-only buffers
     return x.sub_(torch.tensor(mean).view(1, -1, 1, 1)).div_(torch.tensor(std).view(1, -1, 1, 1))
 
 
