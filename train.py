@@ -23,32 +23,30 @@ from cdr_fast.noise import NOISE_TYPES
 from cdr_fast.training import CHECKPOINT, LOSSES, METHODS, Trainer, TrainConfig
 
 
-def rate(text: str) -> float:
+def _parse(text: str, cast: type, kind: str):
     try:
-        value = float(text)
+        return cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+
+
+def rate(text: str) -> float:
+    value = _parse(text, float, "a number")
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"{text} is outside [0, 1)")
     return value
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    value = _parse(text, int, "an integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be >= 1")
     return value
 
 
 def non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
+    value = _parse(text, float, "a number")
+    if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
     return value
 

@@ -1,0 +1,84 @@
+"""One MNIST epoch (LeNet, batch 32, reference engine): our loop against a torchvision DataLoader loop.
+
+Both loops do the same model work: LeNet, cross-entropy, SGD (lr 0.01, momentum 0.9, wd 1e-3),
+one pass over the 54,000 training examples in batches of 32, then accuracy on the 6,000
+validation and 10,000 test images. They differ only in how data reaches the model:
+
+- ours: the dataset is one normalised tensor on the device; batches are drawn by index;
+- torchvision: ``datasets.MNIST`` with ``ToTensor`` + ``Normalize`` per example (PIL), collated
+  by a ``DataLoader`` (shuffle), the way the published CDR code feeds its model.
+
+    pytest bench/test_loop_speed.py --benchmark-only
+
+The ratios of medians are printed at the end of the session and recorded in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cdr_fast.models import LeNet
+from cdr_fast.training import Trainer, TrainConfig
+
+from conftest import record_median
+
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def torchvision_root(tmp_path_factory, mnist_dir):
+    """torchvision's layout (<root>/MNIST/raw/, uncompressed), built from the shared files."""
+    root = tmp_path_factory.mktemp("tv")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz in mnist_dir.glob("*.gz"):
+        (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+    return root
+
+
+@pytest.mark.parametrize("method", ["sgd", "cdr_aux"])
+def test_our_epoch(benchmark, tmp_path, mnist_dir, method):
+    config = TrainConfig(method=method, dataset="mnist", data_dir=str(mnist_dir), engine="reference", epochs=ROUNDS + 1)
+    trainer = Trainer(config, tmp_path, progress=False, log=lambda s: None)
+
+    def epoch():
+        trainer.train_epoch()
+        trainer.epoch += 1
+
+    benchmark.pedantic(epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    record_median(benchmark, f"ours_{method}")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_torchvision_dataloader_epoch(benchmark, torchvision_root, workers):
+    import torchvision
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    full = torchvision.datasets.MNIST(str(torchvision_root), train=True, transform=tf, download=False)
+    test = torchvision.datasets.MNIST(str(torchvision_root), train=False, transform=tf, download=False)
+    train_set, val_set = torch.utils.data.random_split(full, [54000, 6000], torch.Generator().manual_seed(0))
+    loader = lambda ds, shuffle, bs: torch.utils.data.DataLoader(  # noqa: E731
+        ds, batch_size=bs, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0)
+    train_loader, val_loader, test_loader = loader(train_set, True, 32), loader(val_set, False, 1024), loader(test, False, 1024)
+    torch.manual_seed(0)
+    model = LeNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
+
+    def epoch():
+        model.train()
+        for x, y in train_loader:
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            for dl in (val_loader, test_loader):
+                sum((model(x).argmax(1) == y).sum().item() for x, y in dl)
+
+    benchmark.pedantic(epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+    record_median(benchmark, f"torchvision_workers{workers}")

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from cdr_fast import checkpoint
+from cdr_fast.checkpoint import load_checkpoint, save_checkpoint, write_csv_atomic, write_json_atomic
+
+
+def test_round_trip(tmp_path):
+    state = {"w": torch.randn(3, 4), "epoch": 7, "history": [{"a": 1.5}]}
+    save_checkpoint(tmp_path / "c.pt", state)
+    back = load_checkpoint(tmp_path / "c.pt")
+    assert torch.equal(back["w"], state["w"]) and back["epoch"] == 7 and back["history"] == state["history"]
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"epoch": 1})
+    before = path.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"epoch": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="c.pt: cannot read checkpoint"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_json_and_csv(tmp_path):
+    write_json_atomic(tmp_path / "s.json", {"x": 1.25})
+    assert json.loads((tmp_path / "s.json").read_text()) == {"x": 1.25}
+    rows = [{"epoch": 1, "acc": 0.5}, {"epoch": 2, "acc": 0.75}]
+    write_csv_atomic(tmp_path / "m.csv", rows)
+    assert [{k: float(v) for k, v in r.items()} for r in csv.DictReader((tmp_path / "m.csv").open())] == rows
+    write_csv_atomic(tmp_path / "empty.csv", [])
+    assert (tmp_path / "empty.csv").read_text() == ""
