@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .engines import ENGINES, resolve_engine
+
 
 class AuxBias(nn.Module):
     """Per-example auxiliary logits ``lam * B[idx]``.
@@ -22,14 +24,20 @@ class AuxBias(nn.Module):
         num_examples: rows of B, one per training example; ``idx`` indexes them.
         num_classes: columns of B.
         lam: the scale lambda of the AUX paper.
+        fused: use the Triton gather-add on CUDA tensors.
+        engine: name an engine explicitly (``"triton"`` runs under ``TRITON_INTERPRET=1`` on CPU).
 
     Train B with ``CDRSGD`` (or any optimizer that accepts sparse gradients) through
     :meth:`param_group`, which keeps B out of CDR's scoring and gives it the AUX paper's plain
     SGD (no momentum, no weight decay) unless told otherwise.
     """
 
-    def __init__(self, num_examples: int, num_classes: int, lam: float = 1.0) -> None:
+    def __init__(self, num_examples: int, num_classes: int, lam: float = 1.0, *, fused: bool = False,
+                 engine: str | None = None) -> None:
         super().__init__()
+        if engine is not None and engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; valid choices: {', '.join(ENGINES)}")
+        self.fused, self.engine = fused, engine
         for name, value in (("num_examples", num_examples), ("num_classes", num_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"invalid {name}: {value!r}; must be a positive int")
@@ -73,5 +81,11 @@ class AuxBias(nn.Module):
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= self.num_examples:
                 raise IndexError(f"example index out of range: got [{lo}, {hi}], table has {self.num_examples} rows")
-        rows = F.embedding(idx, self.weight, sparse=True)
-        return logits + self.lam * rows
+        # The engine follows the tensors' device, which can change after construction (.to()).
+        if resolve_engine(self.engine, self.fused, logits.device) == "triton":
+            from .kernels.aux_gather import AuxGatherAdd
+
+            return AuxGatherAdd.apply(logits, self.weight, idx, self.lam)
+        # Elsewhere the gather is already O(batch x classes) in eager torch; embedding's sparse
+        # gradient holds only the batch's rows.
+        return logits + self.lam * F.embedding(idx, self.weight, sparse=True)

@@ -20,7 +20,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import reference
-from .engines import resolve_engine
+from .engines import FusedOps, resolve_engine
+from .flat import FlatGroup
 
 
 def _check_range(name: str, value: Any, low: float, high: float | None = None) -> None:
@@ -77,12 +78,17 @@ class CDRSGD(Optimizer):
             lr=lr, momentum=momentum, weight_decay=weight_decay, tau=tau, rdi_lambda=rdi_lambda, score=None
         )
         super().__init__(params, defaults)
-        self.engine = resolve_engine(engine, fused)
+        device = self.param_groups[0]["params"][0].device
+        self.engine = resolve_engine(engine, fused, device)
         if exact is False and self.engine == "reference":
             raise ValueError("exact=False (approximate threshold) needs a fused engine; the reference engine is exact")
-        self.exact = True if exact is None else exact
+        # The fused engines estimate the threshold by default; the reference engine is exact.
+        self.exact = (self.engine == "reference") if exact is None else exact
         self.last_threshold: Tensor | None = None
         self.last_kept_fraction: Tensor | None = None
+        self._flat: list[FlatGroup | None] | None = None  # fused engines: built at the first step
+        self._ops: FusedOps | None = None
+        self._steps = 0
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -108,7 +114,12 @@ class CDRSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self.engine == "reference" or not self._fused_step():
+            self._reference_step()
+        self._steps += 1
+        return loss
 
+    def _reference_step(self) -> None:
         # Gather every parameter with a gradient; remember where the scored ones sit.
         grads_by_group: list[list[Tensor]] = []
         params_by_group: list[list[Tensor]] = []
@@ -162,4 +173,115 @@ class CDRSGD(Optimizer):
             for st, buf in zip(states, buffers):
                 if buf is not None:
                     st["momentum_buffer"] = buf
-        return loss
+
+    # ---------------------------------------------------------------- fused engines
+
+    def _scored_tau(self) -> float:
+        taus = {g["tau"] for g in self.param_groups if any(self._is_scored(g, p) for p in g["params"])}
+        if len(taus) > 1:
+            raise ValueError(f"scored param groups must share one tau (the threshold is global); got {sorted(taus)}")
+        return taus.pop() if taus else 0.0
+
+    def _build_flat(self) -> None:
+        """Move every dense parameter into its group's flat buffers (sparse-gradient ones stay out)."""
+        flats: list[FlatGroup | None] = []
+        scored_groups = 0
+        for group in self.param_groups:
+            dense = [p for p in group["params"] if not (p.grad is not None and p.grad.is_sparse)]
+            if not dense:
+                flats.append(None)
+                continue
+            bad = [p for p in dense if p.dtype != torch.float32 or p.device != dense[0].device]
+            if bad:
+                raise ValueError(
+                    f"the {self.engine} engine needs float32 parameters on one device; got {bad[0].dtype} on "
+                    f"{bad[0].device}; use engine='reference'"
+                )
+            flat = FlatGroup(dense, [self._is_scored(group, p) for p in dense])
+            scored_groups += flat.n_scored > 0
+            flats.append(flat)
+        if scored_groups > 1:
+            raise ValueError(f"the {self.engine} engine needs all scored parameters in one param group; "
+                             "use engine='reference' for several")
+        self._flat = flats
+        self._outside = [[p for p in g["params"] if f is None or not f.holds(p)] for g, f in zip(self.param_groups, flats)]
+        n_scored = max((f.n_scored for f in flats if f is not None), default=0)
+        self._ops = FusedOps(self.engine, self.param_groups[0]["params"][0].device, n_scored, self.exact)
+        self._adopt_state()
+
+    def _adopt_state(self) -> None:
+        """Copy per-parameter state into the flat buffers and make the state entries views of them."""
+        for group, flat in zip(self.param_groups, self._flat):
+            if flat is None:
+                continue
+            if group["rdi_lambda"] != 0 and flat.initial is None:
+                flat.initial = flat.weights.clone()
+            for p in flat.params:
+                st = self.state[p]
+                for key, buffer in (("momentum_buffer", flat.momentum), ("initial", flat.initial)):
+                    if buffer is None:
+                        continue
+                    view = flat.view(buffer, p)
+                    if key in st and st[key].data_ptr() != view.data_ptr():
+                        view.copy_(st[key])
+                    if key in st or (key == "momentum_buffer" and group["momentum"] != 0):
+                        st[key] = view
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if self._flat is not None:
+            self._adopt_state()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradients. Parameters in flat buffers keep their ``.grad`` as zeroed views of the
+        flat gradient (whatever ``set_to_none`` says), so that backward accumulates into it in place."""
+        if self._flat is None:
+            return super().zero_grad(set_to_none)
+        for flat, outside in zip(self._flat, self._outside):
+            if flat is not None:
+                flat.zero_grads()
+            for p in outside:
+                p.grad = None
+
+    def _fused_step(self) -> bool:
+        """One fused step; False (nothing done) if some parameter has no gradient this step."""
+        if self._flat is None:
+            self._build_flat()
+        complete = [flat.sync_grads() for flat in self._flat if flat is not None]
+        if not all(complete):
+            return False  # torch skips parameters without a gradient: the reference engine does too
+        ops, tau = self._ops, self._scored_tau()
+        self.last_threshold = self.last_kept_fraction = None
+        for group, flat, outside in zip(self.param_groups, self._flat, self._outside):
+            lr, rdi = group["lr"], group["rdi_lambda"]
+            if flat is not None:
+                mask = flat.n_scored > 0 and tau > 0
+                if mask:
+                    n = flat.n_scored
+                    ops.kept.zero_()
+                    ops.threshold(flat.weights[:n], flat.grads[:n], reference.keep_count(tau, n), seed=self._steps)
+                ops.update(flat.weights, flat.grads, flat.momentum, flat.initial if rdi != 0 else flat.weights,
+                           n_scored=flat.n_scored, lr=lr, momentum=group["momentum"],
+                           weight_decay=group["weight_decay"], rdi_coef=rdi * rdi, clip=1.0 - tau, mask=mask)
+                if mask:
+                    self.last_threshold = ops.thr.clone()
+                    self.last_kept_fraction = ops.kept.float() / n
+            for p in outside:
+                self._sparse_update(group, p)
+        return True
+
+    def _sparse_update(self, group: dict[str, Any], p: Tensor) -> None:
+        """A parameter outside the flat buffers (the AUX table): row-sparse SGD, O(batch x classes)."""
+        g = p.grad
+        if g is None:
+            return
+        plain = group["momentum"] == 0 and group["weight_decay"] == 0 and group["rdi_lambda"] == 0
+        if g.is_sparse and plain:
+            self._ops.scatter_rows(p.data, g._indices()[0], g._values(), -group["lr"])
+            return
+        st = self.state[p]
+        (buf,) = reference.sgd_update_([p], [g], [st.get("momentum_buffer")], [st.get("initial")],
+                                       lr=group["lr"], momentum=group["momentum"],
+                                       weight_decay=group["weight_decay"], rdi_lambda=group["rdi_lambda"])
+        if buf is not None:
+            st["momentum_buffer"] = buf

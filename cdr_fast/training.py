@@ -197,12 +197,13 @@ class Trainer:
         groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
         self.aux: AuxBias | None = None
         if method["aux"]:
-            self.aux = AuxBias(shape[0], self.data.num_classes, config.aux_lambda).to(self.device)
+            self.aux = AuxBias(shape[0], self.data.num_classes, config.aux_lambda,
+                               fused=config.engine == "fused").to(self.device)
             groups.append(self.aux.param_group())
         self.optimizer = CDRSGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
             tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if method["rdi"] else 0.0,
-            fused=config.engine == "fused", engine="reference" if config.engine == "reference" else None,
+            fused=config.engine == "fused",
         )
         self.engine = self.optimizer.engine
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
@@ -316,8 +317,9 @@ class Trainer:
             stats = self.train_epoch()
             self.epoch += 1
             self.history.append(stats)
-            write_csv_atomic(self.out_dir / "metrics.csv", self.history)
+            # Checkpoint first: metrics.csv never lists an epoch the checkpoint lacks.
             save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())
+            write_csv_atomic(self.out_dir / "metrics.csv", self.history)
             self.log(format_epoch(stats, self.config.epochs))
         summary = self.summary()
         write_json_atomic(self.out_dir / "summary.json", summary)

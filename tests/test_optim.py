@@ -63,14 +63,17 @@ def test_cdr_matches_published_train_one_step(mnist_mini, fresh_seed, tau):
         F.cross_entropy(theirs(x), y).backward()
         published_cdr_step(theirs, ref_opt, 1 - tau, 1 - tau)
         F.cross_entropy(ours(x), y).backward()
+        scores = torch.cat([(p.grad * p).abs().flatten() for p in ours.parameters() if p.dim() in (2, 4)])
         opt.step()
         opt.zero_grad()
+        # The exposed threshold and kept fraction are the step's: the k-th largest score, and the
+        # share of scores at or above it (more than k only on ties, e.g. the zeros of dead units).
+        thr = scores.topk(int((1 - tau) * scores.numel())).values[-1]
+        assert opt.last_threshold.item() == thr.item()
+        assert opt.last_kept_fraction.item() == pytest.approx((scores >= thr).float().mean().item(), abs=1e-7)
         if step % 50 == 0:
             assert_same_params(ours, theirs)
     assert_same_params(ours, theirs)
-    # The exposed kept fraction is what the threshold kept: at least k, more only on ties.
-    n = sum(p.numel() for p in ours.parameters() if p.dim() in (2, 4))
-    assert int((1 - tau) * n) / n <= opt.last_kept_fraction.item() <= int((1 - tau) * n) / n + 1e-3
 
 
 @pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 1e-3), (0.5, 0.1)])
