@@ -43,9 +43,10 @@ def _grid(batch: int, c: int) -> tuple[int, int]:
     return (batch, triton.cdiv(c, BLOCK_C))
 
 
-def gather_add(logits: torch.Tensor, table: torch.Tensor, idx: torch.Tensor, lam: float) -> torch.Tensor:
+def gather_add(logits: torch.Tensor, table: torch.Tensor, idx: torch.Tensor, lam: float,
+               out: torch.Tensor | None = None) -> torch.Tensor:
     """``logits + lam * table[idx]`` for contiguous fp32 ``logits`` (batch, c) and ``table`` (n, c)."""
-    out = torch.empty_like(logits)
+    out = torch.empty_like(logits) if out is None else out
     if logits.numel():
         _gather_add_kernel[_grid(*logits.shape)](logits, table, idx, out, logits.shape[1], lam, BLOCK_C=BLOCK_C)
     return out
@@ -71,5 +72,5 @@ class AuxGatherAdd(torch.autograd.Function):
         (idx,) = ctx.saved_tensors
         grad_table = None
         if ctx.needs_input_grad[1]:
-            grad_table = torch.sparse_coo_tensor(idx[None], ctx.lam * grad_out, ctx.table_shape)
+            grad_table = torch.sparse_coo_tensor(idx[None], ctx.lam * grad_out, ctx.table_shape, check_invariants=False)
         return grad_out, grad_table, None, None

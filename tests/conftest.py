@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU, Triton kernels run on CPU tensors in the interpreter. It must be chosen before
+# any kernel module is imported. On a GPU machine, TRITON_INTERPRET=0 runs them natively.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 # The project's real test data: ../shared/data beside the checkout (see DESIGN.md section 4).
@@ -36,3 +43,10 @@ def fresh_seed() -> int:
     seed = secrets.randbits(31)
     print(f"seed {seed}")
     return seed
+
+
+@pytest.fixture(scope="session")
+def kernel_device() -> torch.device:
+    """Where Triton kernels run in the tests: CUDA if present and not interpreting, else the CPU."""
+    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return torch.device("cuda" if torch.cuda.is_available() and not interpreting else "cpu")
