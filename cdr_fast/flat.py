@@ -51,9 +51,9 @@ class FlatGroup:
         view = self.weights[offset:end].view_as(p)
         view.copy_(p.detach())
         p.data = view
-        if p.grad is not None:
+        if p.grad is not None:  # a missing .grad stays missing: sync_grads reports it
             self.grads[offset:end].view_as(p).copy_(p.grad)
-        p.grad = self.grads[offset:end].view_as(p)
+            p.grad = self.grads[offset:end].view_as(p)
         self._index[id(p)] = len(self.slots)
         self.slots.append((p, slice(offset, end)))
         return end
