@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 BLOCK_C = 256
+NUM_WARPS = 2  # 4 columns per thread: one 128-bit load per row chunk
 
 
 @triton.jit
@@ -48,14 +49,16 @@ def gather_add(logits: torch.Tensor, table: torch.Tensor, idx: torch.Tensor, lam
     """``logits + lam * table[idx]`` for contiguous fp32 ``logits`` (batch, c) and ``table`` (n, c)."""
     out = torch.empty_like(logits) if out is None else out
     if logits.numel():
-        _gather_add_kernel[_grid(*logits.shape)](logits, table, idx, out, logits.shape[1], lam, BLOCK_C=BLOCK_C)
+        _gather_add_kernel[_grid(*logits.shape)](logits, table, idx, out, logits.shape[1], lam, BLOCK_C=BLOCK_C,
+                                                  num_warps=NUM_WARPS)
     return out
 
 
 def scatter_add_rows(table: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor, alpha: float) -> None:
     """``table[idx[i]] += alpha * rows[i]`` for every i, repeats summed (atomic adds)."""
     if rows.numel():
-        _scatter_add_rows_kernel[_grid(*rows.shape)](table, idx, rows, rows.shape[1], alpha, BLOCK_C=BLOCK_C)
+        _scatter_add_rows_kernel[_grid(*rows.shape)](table, idx, rows, rows.shape[1], alpha, BLOCK_C=BLOCK_C,
+                                                      num_warps=NUM_WARPS)
 
 
 class AuxGatherAdd(torch.autograd.Function):
