@@ -3,8 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+H100_BYTES_PER_S = 3.35e12  # HBM3 bandwidth of an H100 SXM
 
 
 @pytest.fixture(scope="session")
@@ -14,18 +16,62 @@ def mnist_dir() -> Path:
     return folder
 
 
-# Median seconds per benchmark, filled by the suites, printed as ratios at the end of the session.
-MEDIANS: dict[str, float] = {}
+# name -> (median seconds, extra); filled by the suites, printed as tables at the end of the session.
+MEDIANS: dict[str, tuple[float, dict]] = {}
 
 
-def record_median(benchmark, name: str) -> None:
-    MEDIANS[name] = benchmark.stats.stats.median
+def record_median(benchmark, name: str, **extra) -> None:
+    MEDIANS[name] = (benchmark.stats.stats.median, extra)
+
+
+def _epoch_table(write) -> None:
+    epochs = {k: v for k, v in MEDIANS.items() if k.startswith("epoch ")}
+    if "epoch ours_sgd" not in epochs:
+        return
+    base = epochs["epoch ours_sgd"][0]
+    write("epoch time, median (ratio to ours_sgd)")
+    for name, (t, _) in sorted(epochs.items()):
+        write(f"  {name[6:]:>28}: {t:7.2f} s  {t / base:5.2f}x")
+
+
+def _step_table(write) -> None:
+    steps = {k: v for k, v in MEDIANS.items() if k.startswith("step ")}
+    sizes = sorted({k.split()[1] for k in steps}, key=lambda s: next(v[1]["params"] for k, v in steps.items()
+                                                                       if k.split()[1] == s))
+    on_gpu = torch.cuda.is_available()
+    for size in sizes:
+        rows = {k.split()[2]: v for k, v in steps.items() if k.split()[1] == size}
+        n = next(iter(rows.values()))[1]["params"]
+        write(f"{size} ({n:,} parameters)")
+        ref, sgd = rows.get("reference", (None,))[0], rows.get("torch_sgd", (None,))[0]
+        for kind, (t, extra) in sorted(rows.items()):
+            line = f"  {kind:>12}: {t * 1e3:9.3f} ms"
+            if ref:
+                line += f"  {ref / t:8.1f}x faster than reference"
+            if sgd:
+                line += f"  {t / sgd:6.2f}x torch_sgd"
+            if extra.get("bytes_per_param"):
+                moved = n * extra["bytes_per_param"]
+                line += f"  | {extra['bytes_per_param']} B/param, {moved / 1e6:.1f} MB, H100 roofline {moved / H100_BYTES_PER_S * 1e3:.3f} ms"
+                if on_gpu:
+                    line += f", achieved {moved / t / 1e9:.0f} GB/s ({moved / t / H100_BYTES_PER_S:.0%} of H100 peak)"
+            write(line)
+
+
+def _aux_table(write) -> None:
+    aux = {k: v for k, v in MEDIANS.items() if k.startswith("aux ")}
+    if not aux:
+        return
+    write("AUX step (gather-add forward, backward, row update), median")
+    small = aux.get("aux 60000x10", (None,))[0]
+    for name, (t, extra) in sorted(aux.items(), key=lambda kv: kv[1][1]["rows"]):
+        ratio = f"  {t / small:5.2f}x the 60000x10 step" if small else ""
+        write(f"  {name[4:]:>14}: {t * 1e3:8.3f} ms{ratio}")
 
 
 def pytest_terminal_summary(terminalreporter):
-    if "ours_sgd" not in MEDIANS:
+    if not MEDIANS:
         return
-    ours = MEDIANS["ours_sgd"]
-    terminalreporter.section("epoch time, median (ratio to ours_sgd)")
-    for name, t in sorted(MEDIANS.items()):
-        terminalreporter.write_line(f"{name:>24}: {t:6.2f} s   {t / ours:5.2f}x")
+    terminalreporter.section("cdr-fast benchmark summary (medians)")
+    for table in (_epoch_table, _step_table, _aux_table):
+        table(terminalreporter.write_line)

@@ -50,7 +50,7 @@ def test_our_epoch(benchmark, tmp_path, mnist_dir, method):
         trainer.epoch += 1
 
     benchmark.pedantic(epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    record_median(benchmark, f"ours_{method}")
+    record_median(benchmark, f"epoch ours_{method}")
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -81,4 +81,4 @@ def test_torchvision_dataloader_epoch(benchmark, torchvision_root, workers):
                 sum((model(x).argmax(1) == y).sum().item() for x, y in dl)
 
     benchmark.pedantic(epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    record_median(benchmark, f"torchvision_workers{workers}")
+    record_median(benchmark, f"epoch torchvision_workers{workers}")
