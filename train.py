@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from cdr_fast.checkpoint import load_checkpoint, write_json_atomic
@@ -103,8 +102,6 @@ def config_from_args(args: argparse.Namespace, defaults: argparse.Namespace, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Library notices (e.g. an engine fallback) print as one line, not with a source excerpt.
-    warnings.formatwarning = lambda message, *_args, **_kw: f"note: {message}\n"
     parser = build_parser()
     args = parser.parse_args(argv)
     defaults = parser.parse_args([])

@@ -31,7 +31,16 @@ def _epoch_table(write) -> None:
     base = epochs["epoch ours_sgd"][0]
     write("epoch time, median (ratio to ours_sgd)")
     for name, (t, _) in sorted(epochs.items()):
-        write(f"  {name[6:]:>28}: {t:7.2f} s  {t / base:5.2f}x")
+        if not name.startswith("epoch pair"):
+            write(f"  {name[6:]:>28}: {t:7.2f} s  {t / base:5.2f}x")
+    pair = epochs.get("epoch pair sgd+cdr_aux (fused)")
+    if pair:
+        ratios = ", ".join(f"{r:.3f}" for r in pair[1]["ratios"])
+        write(f"  paired epochs, cdr_aux_fused / sgd_fused: median {pair[1]['ratio']:.3f}x ({ratios})")
+    for engine in ("", "_fused"):
+        sgd, both = epochs.get(f"epoch ours_sgd{engine}"), epochs.get(f"epoch ours_cdr_aux{engine}")
+        if sgd and both:
+            write(f"  cdr_aux{engine} / sgd{engine}: {both[0] / sgd[0]:.3f}x")
 
 
 def _step_table(write) -> None:

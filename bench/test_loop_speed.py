@@ -1,4 +1,5 @@
-"""One MNIST epoch (LeNet, batch 32, reference engine): our loop against a torchvision DataLoader loop.
+"""One MNIST epoch (LeNet, batch 32): our loop against a torchvision DataLoader loop, and the cost
+of CDR + AUX on each engine.
 
 Both loops do the same model work: LeNet, cross-entropy, SGD (lr 0.01, momentum 0.9, wd 1e-3),
 one pass over the 54,000 training examples in batches of 32, then accuracy on the 6,000
@@ -10,7 +11,9 @@ validation and 10,000 test images. They differ only in how data reaches the mode
 
     pytest bench/test_loop_speed.py --benchmark-only
 
-The ratios of medians are printed at the end of the session and recorded in bench/RESULTS.md.
+``ours_cdr_aux_fused`` against ``ours_sgd_fused`` is what CDR and AUX cost on top of plain SGD
+with the fused engine (target: at most 1.1x). The ratios of medians are printed at the end of
+the session and recorded in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ def torchvision_root(tmp_path_factory, mnist_dir):
     return root
 
 
+@pytest.mark.parametrize("engine", ["reference", "fused"])
 @pytest.mark.parametrize("method", ["sgd", "cdr_aux"])
-def test_our_epoch(benchmark, tmp_path, mnist_dir, method):
-    config = TrainConfig(method=method, dataset="mnist", data_dir=str(mnist_dir), engine="reference", epochs=ROUNDS + 1)
+def test_our_epoch(benchmark, tmp_path, mnist_dir, method, engine):
+    config = TrainConfig(method=method, dataset="mnist", data_dir=str(mnist_dir), engine=engine, epochs=ROUNDS + 1)
     trainer = Trainer(config, tmp_path, progress=False, log=lambda s: None)
 
     def epoch():
@@ -50,7 +54,8 @@ def test_our_epoch(benchmark, tmp_path, mnist_dir, method):
         trainer.epoch += 1
 
     benchmark.pedantic(epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    record_median(benchmark, f"epoch ours_{method}")
+    name = f"ours_{method}" if engine == "reference" else f"ours_{method}_fused"
+    record_median(benchmark, f"epoch {name}")
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -82,3 +87,30 @@ def test_torchvision_dataloader_epoch(benchmark, torchvision_root, workers):
 
     benchmark.pedantic(epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0)
     record_median(benchmark, f"epoch torchvision_workers{workers}")
+
+
+def test_cdr_aux_overhead_paired(benchmark, tmp_path, mnist_dir):
+    """cdr_aux against sgd, both fused, timed in alternating epochs so that drift in the machine's
+    speed (large on shared VMs) hits both alike; reports the median of the per-pair ratios."""
+    import time
+
+    trainers = {
+        method: Trainer(TrainConfig(method=method, dataset="mnist", data_dir=str(mnist_dir), engine="fused",
+                                    epochs=2 * ROUNDS + 2), tmp_path / method, progress=False, log=lambda s: None)
+        for method in ("sgd", "cdr_aux")
+    }
+    ratios = []
+
+    def pair():
+        seconds = {}
+        for method, trainer in trainers.items():
+            start = time.perf_counter()
+            trainer.train_epoch()
+            trainer.epoch += 1
+            seconds[method] = time.perf_counter() - start
+        ratios.append(seconds["cdr_aux"] / seconds["sgd"])
+
+    benchmark.pedantic(pair, rounds=2 * ROUNDS, iterations=1, warmup_rounds=0)
+    ratios.sort()
+    benchmark.extra_info["cdr_aux_over_sgd_median"] = ratios[len(ratios) // 2]
+    record_median(benchmark, "epoch pair sgd+cdr_aux (fused)", ratio=ratios[len(ratios) // 2], ratios=ratios)

@@ -78,7 +78,7 @@ class AuxBias(nn.Module):
             raise ValueError(f"idx must have shape ({logits.shape[0]},); got {tuple(idx.shape)}")
         if idx.device.type == "cpu" and idx.numel():
             # On an accelerator this check would cost a host sync per step; embedding checks there.
-            lo, hi = int(idx.min()), int(idx.max())
+            lo, hi = (int(v) for v in torch.aminmax(idx))
             if lo < 0 or hi >= self.num_examples:
                 raise IndexError(f"example index out of range: got [{lo}, {hi}], table has {self.num_examples} rows")
         # The engine follows the tensors' device, which can change after construction (.to()).

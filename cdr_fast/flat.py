@@ -90,7 +90,3 @@ class FlatGroup:
         for p, sl in self.slots:  # re-attach any .grad that user code dropped or replaced
             if p.grad is None or p.grad.data_ptr() != self.grads[sl].data_ptr():
                 p.grad = self.grads[sl].view_as(p)
-
-    def take_initial(self) -> None:
-        if self.initial is None:
-            self.initial = self.weights.clone()

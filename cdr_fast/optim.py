@@ -124,7 +124,7 @@ class CDRSGD(Optimizer):
         grads_by_group: list[list[Tensor]] = []
         params_by_group: list[list[Tensor]] = []
         scored_at: list[tuple[int, int]] = []
-        taus = set()
+        tau = self._scored_tau()
         for gi, group in enumerate(self.param_groups):
             ps, gs = [], []
             for p in group["params"]:
@@ -134,15 +134,11 @@ class CDRSGD(Optimizer):
                     if p.grad.is_sparse:
                         raise ValueError("a scored parameter has a sparse gradient; put it in a group with score=False")
                     scored_at.append((gi, len(ps)))
-                    taus.add(group["tau"])
                 ps.append(p)
                 gs.append(p.grad)
             params_by_group.append(ps)
             grads_by_group.append(gs)
 
-        if len(taus) > 1:
-            raise ValueError(f"scored param groups must share one tau (the threshold is global); got {sorted(taus)}")
-        tau = taus.pop() if taus else 0.0
         self.last_threshold = self.last_kept_fraction = None
         if scored_at and tau > 0:
             scored_p = [params_by_group[gi][i] for gi, i in scored_at]
@@ -250,19 +246,20 @@ class CDRSGD(Optimizer):
         complete = [flat.sync_grads() for flat in self._flat if flat is not None]
         if not all(complete):
             return False  # torch skips parameters without a gradient: the reference engine does too
-        ops, tau = self._ops, self._scored_tau()
+        ops = self._ops
         self.last_threshold = self.last_kept_fraction = None
         for group, flat, outside in zip(self.param_groups, self._flat, self._outside):
-            lr, rdi = group["lr"], group["rdi_lambda"]
+            lr, rdi, tau = group["lr"], group["rdi_lambda"], group["tau"]
             if flat is not None:
-                mask = flat.n_scored > 0 and tau > 0
+                mask = flat.n_scored > 0 and tau > 0  # one group at most holds scored parameters
                 if mask:
                     n = flat.n_scored
                     ops.kept.zero_()
                     ops.threshold(flat.weights[:n], flat.grads[:n], reference.keep_count(tau, n), seed=self._steps)
                 ops.update(flat.weights, flat.grads, flat.momentum, flat.initial if rdi != 0 else flat.weights,
                            n_scored=flat.n_scored, lr=lr, momentum=group["momentum"],
-                           weight_decay=group["weight_decay"], rdi_coef=rdi * rdi, clip=1.0 - tau, mask=mask)
+                           weight_decay=group["weight_decay"], rdi_coef=rdi * rdi, clip=1.0 - tau if mask else 1.0,
+                           mask=mask)
                 if mask:
                     self.last_threshold = ops.thr.clone()
                     self.last_kept_fraction = ops.kept.float() / n

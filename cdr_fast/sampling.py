@@ -25,7 +25,8 @@ score value is shared by many parameters at the boundary, the kept fraction is t
 0.005 of ``1 - tau``. Where one is (exact zeros from dead units, say, filling rank k), the exact
 threshold keeps the whole tie too ("ties keep more"); the estimate then keeps either all of it,
 like the exact threshold, or none of it, like the exact threshold of a rank 0.5% away. Below
-``2 * min_sample`` scored parameters every score is used and the threshold is exact.
+``2 * MIN_SAMPLE`` (Triton) or ``3 * CPU_MIN_SAMPLE`` (compiled: its window is an odd number of
+chunks, at least 3) scored parameters every score is used and the threshold is exact.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ HASH_MULTIPLIER = 0x9E3779B1
 
 
 def sample_stride(n: int, exact: bool, min_sample: int = MIN_SAMPLE) -> int:
-    """Window width: VEC (every element) when exact or small, else a power of two keeping >= min_sample."""
+    """Triton engine's window width: VEC (every score) when exact or small, else a power of two
+    keeping at least ``min_sample`` scores."""
     if exact or n < 2 * min_sample:
         return VEC
     return VEC * (1 << ((n // min_sample).bit_length() - 1))

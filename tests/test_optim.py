@@ -104,14 +104,15 @@ def hand_sgd(params, grads, bufs, initials, lr, momentum, wd, rdi):
 
 
 def hand_cdr_grads(params, grads, scored, tau):
-    """DESIGN.md section 2, steps 1-3, written out in float64 with a sort."""
-    s = torch.cat([(g.double() * w.double()).abs().flatten() for w, g, sc in zip(params, grads, scored) if sc])
+    """DESIGN.md section 2, steps 1-3, written out with a sort. The scores stay float32, as the
+    published code's: in float64 two scores one rounding apart could swap ranks at the threshold."""
+    s = torch.cat([(g * w).abs().flatten() for w, g, sc in zip(params, grads, scored) if sc])
     k = int((1 - tau) * s.numel())
     thr = s.sort(descending=True).values[k - 1] if k > 0 else float("inf")
     out = []
     for w, g, sc in zip(params, grads, scored):
         if sc:
-            m = ((g.double() * w.double()).abs() >= thr) if k > 0 else torch.zeros_like(g, dtype=torch.bool)
+            m = ((g * w).abs() >= thr) if k > 0 else torch.zeros_like(g, dtype=torch.bool)
             out.append((1 - tau) * m.to(g.dtype) * g)
         else:
             out.append(g.clone())
