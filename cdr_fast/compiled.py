@@ -18,6 +18,7 @@ from .sampling import CPU_MIN_SAMPLE, HASH_MULTIPLIER, VEC
 
 def _update(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, hyper: Tensor, n_scored: int,
             mask: bool, has_momentum: bool, has_rdi: bool) -> Tensor:
+    """``kernels.cdr_step``'s pass in torch ops, written for Inductor to fuse into one loop."""
     lr, momentum, weight_decay, rdi_coef, clip = hyper.unbind()
     kept = torch.zeros((), dtype=torch.int64)
     if mask:
@@ -57,7 +58,7 @@ def _update_eager(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, n_
     return kept
 
 
-def _sample(w: Tensor, g: Tensor, seed: int, windows_per_chunk: int) -> Tensor:
+def _sample(w: Tensor, g: Tensor, seed: int, chunks_per_window: int) -> Tensor:
     """Systematic sample: the VEC-chunk at one random offset of every ``VEC * m`` window (m odd).
 
     Strided views, no gather: on the CPU a gather of per-window random positions costs 4-8 ms
@@ -65,8 +66,8 @@ def _sample(w: Tensor, g: Tensor, seed: int, windows_per_chunk: int) -> Tensor:
     estimate unbiased across steps; an odd window width keeps rows of power-of-two width from
     being sampled at the same columns every time.
     """
-    stride = VEC * windows_per_chunk
-    phase = VEC * ((seed * HASH_MULTIPLIER & 0xFFFFFFFF) % windows_per_chunk)
+    stride = VEC * chunks_per_window
+    phase = VEC * ((seed * HASH_MULTIPLIER & 0xFFFFFFFF) % chunks_per_window)
     n, windows = w.numel(), w.numel() // stride
     shape = (windows, stride)
     full = (g[: windows * stride].view(shape)[:, phase : phase + VEC] *
@@ -108,12 +109,12 @@ def cdr_sgd_step(w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_dec
 def cdr_threshold(w: Tensor, g: Tensor, k: int, thr: Tensor, *, exact: bool, seed: int = 0) -> None:
     """Write the k-th largest of ``|g * w|`` (exact, or of the sample) into ``thr``."""
     n = w.numel()
-    windows_per_chunk = n // CPU_MIN_SAMPLE
-    windows_per_chunk -= windows_per_chunk % 2 == 0  # odd
-    if exact or windows_per_chunk < 3:
+    chunks_per_window = n // CPU_MIN_SAMPLE
+    chunks_per_window -= chunks_per_window % 2 == 0  # odd
+    if exact or chunks_per_window < 3:
         scores, k_s = (g * w).abs(), k
     else:
-        scores = _sample(w, g, seed, windows_per_chunk)
+        scores = _sample(w, g, seed, chunks_per_window)
         k_s = max(1, (k * scores.numel() + n // 2) // n)
     values = scores.numpy()
     thr.fill_(float(np.partition(values, values.size - k_s)[values.size - k_s]))

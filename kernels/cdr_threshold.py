@@ -52,7 +52,8 @@ def _sample_scores_kernel(
     slot = pid.to(tl.int64) * CHUNKS * VEC + tl.arange(0, CHUNKS * VEC)
     tl.store(scratch_ptr + slot, score)
     key = score.to(tl.int32, bitcast=True) >> 21
-    tl.atomic_add(hist_ptr + tl.arange(0, BINS), tl.histogram(key, BINS, mask=inside))
+    counts = tl.histogram(key, BINS, mask=inside)
+    tl.atomic_add(hist_ptr + tl.arange(0, BINS), counts, mask=counts > 0)  # empty bins cost no atomic
 
 
 @triton.jit
@@ -67,7 +68,8 @@ def _refine_histogram_kernel(
     prefix = tl.load(state_ptr + 1).to(tl.int32)
     selected = inside & (bits >= 0) & ((bits >> PREFIX_SHIFT) == prefix)
     key = (bits >> SHIFT) & ((1 << BITS) - 1)
-    tl.atomic_add(hist_ptr + tl.arange(0, BINS), tl.histogram(key, BINS, mask=selected))
+    counts = tl.histogram(key, BINS, mask=selected)
+    tl.atomic_add(hist_ptr + tl.arange(0, BINS), counts, mask=counts > 0)  # most bins are empty here
 
 
 @triton.jit
