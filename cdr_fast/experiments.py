@@ -1,0 +1,141 @@
+"""Grids of runs and their report: the seed report's Table 1, Figure 1, Figure 2 and memorisation.
+
+    python -m cdr_fast.experiments table1 --dataset mnist --data-dir ../shared/data/mnist \\
+        --epochs 10 --milestones 4 8 --out results/mnist
+    python -m cdr_fast.experiments lambda --dataset mnist --data-dir ../shared/data/mnist \\
+        --lambdas 0.3 1 3 10 30 --epochs 10 --milestones 4 8 --out results/mnist-lambda
+
+Each command trains every cell it has not finished yet (a re-run resumes), then writes into
+--out: runs/<cell>/ (metrics, summary, checkpoint), the combined CSV, the Markdown table and the
+figures (PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .checkpoint import write_bytes_atomic, write_csv_atomic
+from .data import DATASETS, DatasetError
+from .grid import Cell, run_grid
+from .noise import NOISE_TYPES
+from .report import (figure_lambda, figure_memorisation, figure_training_curves, summary_rows,
+                     table1_markdown)
+from .training import METHODS, TrainConfig
+
+TABLE1_METHODS = ["sgd", "cdr", "aux", "cdr_aux"]
+TABLE1_NOISE = ["instance", "asymmetric", "pairflip", "symmetric"]
+TABLE1_RATES = [0.2, 0.4, 0.7]
+
+
+def cell_name(c: TrainConfig) -> str:
+    return f"{c.dataset}_{c.noise_type}{round(100 * c.noise_rate)}_{c.method}_lam{c.aux_lambda:g}_s{c.seed}"
+
+
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, milestones=args.milestones,
+                       engine="reference" if args.reference else "fused", device="cpu")
+
+
+def table1_cells(args: argparse.Namespace) -> list[Cell]:
+    base = base_config(args)
+    cells = []
+    for noise in args.noise_types:
+        for method in args.methods:
+            for rate in args.rates:
+                for seed in args.seeds:
+                    c = dataclasses.replace(base, method=method, noise_type=noise, noise_rate=rate, seed=seed)
+                    cells.append(Cell(cell_name(c), c))
+    return cells
+
+
+def lambda_cells(args: argparse.Namespace) -> list[Cell]:
+    base = base_config(args)
+    cells = []
+    for lam in args.lambdas:
+        for rate in args.rates:
+            for seed in args.seeds:
+                c = dataclasses.replace(base, method=args.method, noise_type=args.noise_type, noise_rate=rate,
+                                        seed=seed, aux_lambda=lam)
+                cells.append(Cell(cell_name(c), c))
+    return cells
+
+
+def finished_runs(runs: Path) -> dict[str, dict]:
+    """Summaries of every finished run under ``runs``: several commands may fill one results folder."""
+    return {f.parent.name: json.loads(f.read_text()) for f in sorted(runs.glob("*/summary.json"))}
+
+
+def report_table1(out: Path) -> None:
+    summaries = finished_runs(out / "runs")
+    rows = summary_rows(summaries)
+    write_csv_atomic(out / "table1.csv", rows)
+    write_bytes_atomic(out / "table1.md", table1_markdown(rows).encode())
+    runs = out / "runs"
+    first_seed = min(s["seed"] for s in summaries.values())
+    by_key = {(s["noise_type"], s["method"], s["noise_rate"]): runs / name
+              for name, s in summaries.items() if s["seed"] == first_seed}
+    for noise in sorted({k[0] for k in by_key}):
+        curves = {(m, r): f for (n, m, r), f in by_key.items() if n == noise}
+        method = "cdr_aux" if any(m == "cdr_aux" for m, _ in curves) else next(iter(curves))[0]
+        figure_training_curves(curves, out / f"fig1_{noise}.png", method)
+        for rate in sorted({r for _, r in curves}):
+            per_method = {m: f for (m, r), f in curves.items() if r == rate}
+            figure_memorisation(per_method, out / f"memorisation_{noise}{round(100 * rate)}.png",
+                                f"{noise} noise, {round(100 * rate)}%")
+
+
+def report_lambda(out: Path) -> None:
+    rows = summary_rows(finished_runs(out / "runs"))
+    write_csv_atomic(out / "lambda.csv", rows)
+    figure_lambda(rows, out / "fig2_lambda.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cdr_fast.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("table1", "lambda"):
+        s = sub.add_parser(name)
+        s.add_argument("--dataset", choices=DATASETS, default="mnist")
+        s.add_argument("--data-dir", default=None)
+        s.add_argument("--epochs", type=int, default=10)
+        s.add_argument("--milestones", type=int, nargs="*", default=[4, 8])
+        s.add_argument("--rates", type=float, nargs="+", default=TABLE1_RATES)
+        s.add_argument("--seeds", type=int, nargs="+", default=[1])
+        s.add_argument("--workers", type=int, default=2, help="parallel runs, one thread each")
+        s.add_argument("--reference", action="store_true", help="reference engine instead of the fused one")
+        s.add_argument("--out", type=Path, required=True)
+    t = sub.choices["table1"]
+    t.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=TABLE1_METHODS)
+    t.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=TABLE1_NOISE)
+    lam = sub.choices["lambda"]
+    lam.add_argument("--lambdas", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0, 30.0])
+    lam.add_argument("--method", choices=("aux", "cdr_aux"), default="cdr_aux")
+    lam.add_argument("--noise-type", choices=NOISE_TYPES, default="symmetric")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cells = table1_cells(args) if args.command == "table1" else lambda_cells(args)
+    try:
+        for cell in cells:
+            cell.config.validate()
+        run_grid(cells, args.out / "runs", workers=args.workers)
+    except (ValueError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    (report_table1 if args.command == "table1" else report_lambda)(args.out)
+    print(f"results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

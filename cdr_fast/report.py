@@ -1,0 +1,138 @@
+"""Turn a grid's run folders into the combined CSV, the Table 1 Markdown and the figures."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import write_bytes_atomic
+
+METHOD_LABELS = {"sgd": "SGD", "cdr": "CDR", "aux": "AUX", "cdr_aux": "CDR+AUX", "rdi": "RDI", "cdr_rdi": "CDR+RDI"}
+CSV_FIELDS = ("cell", "dataset", "method", "noise_type", "noise_rate", "seed", "epochs", "aux_lambda",
+              "realised_noise_rate", "best_val_epoch", "best_val_acc", "test_acc_at_best_val", "test_acc_last",
+              "memorised_noisy_last", "epoch_time_s_median")
+
+
+def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for cell, s in sorted(summaries.items()):
+        row = {"cell": cell, "aux_lambda": s["config"]["aux_lambda"]}
+        row.update({k: s[k] for k in CSV_FIELDS if k in s})
+        rows.append({k: row.get(k) for k in CSV_FIELDS})
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def table1_markdown(rows: list[dict[str, Any]], metric: str = "test_acc_at_best_val") -> str:
+    """One block per noise type, one row per method, one column per rate; best of each column bold."""
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    for r in rows:
+        cells[(r["noise_type"], r["method"], r["noise_rate"])].append(float(r[metric]))
+    noise_types = sorted({k[0] for k in cells})
+    rates = sorted({k[2] for k in cells})
+    methods = [m for m in METHOD_LABELS if any(k[1] == m for k in cells)]
+    seeds = max(len(v) for v in cells.values())
+    header = "| noise | method | " + " | ".join(f"{round(100 * r)}%" for r in rates) + " |"
+    lines = [header, "|---|---|" + "---|" * len(rates)]
+    for noise in noise_types:
+        best = {rate: max((_mean_std(v)[0] for (n, _, r), v in cells.items() if n == noise and r == rate),
+                          default=None) for rate in rates}
+        for i, method in enumerate(m for m in methods if any(k[:2] == (noise, m) for k in cells)):
+            entries = []
+            for rate in rates:
+                values = cells.get((noise, method, rate))
+                if not values:
+                    entries.append("")
+                    continue
+                mean, std = _mean_std(values)
+                text = f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+                entries.append(f"**{text}**" if math.isclose(mean, best[rate]) else text)
+            lines.append(f"| {noise if i == 0 else ''} | {METHOD_LABELS[method]} | " + " | ".join(entries) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_metrics(folder: Path) -> list[dict[str, float]]:
+    with open(folder / "metrics.csv") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_training_curves(runs: dict[tuple, Path], path: Path, method: str = "cdr_aux") -> None:
+    """Seed Figure 1: training accuracy on the noisy labels and validation accuracy against epochs,
+    for ``method`` at each noise rate, with the ideal line 1 - rate."""
+    plt = _pyplot()
+    rates = sorted(rate for (m, rate) in runs if m == method)
+    fig, axes = plt.subplots(1, len(rates), figsize=(4.2 * len(rates), 3.4), squeeze=False, sharey=True)
+    for ax, rate in zip(axes[0], rates):
+        metrics = read_metrics(runs[(method, rate)])
+        epochs = [m["epoch"] for m in metrics]
+        ax.plot(epochs, [m["train_acc_noisy"] for m in metrics], label="train (noisy labels)")
+        ax.plot(epochs, [m["val_acc"] for m in metrics], label="validation (noisy)")
+        ax.plot(epochs, [m["train_acc_clean"] for m in metrics], ":", label="train (clean labels)")
+        ax.axhline(100 * (1 - rate), color="k", ls="--", lw=1, label="ideal: 1 - noise rate")
+        ax.set_title(f"{METHOD_LABELS[method]}, {round(100 * rate)}% noise")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def figure_memorisation(runs: dict[str, Path], path: Path, title: str) -> None:
+    """Fraction of noisy training examples whose noisy label the network predicts, per method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method, folder in runs.items():
+        metrics = read_metrics(folder)
+        ax.plot([m["epoch"] for m in metrics], [m["memorised_noisy"] for m in metrics], label=METHOD_LABELS[method])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("noisy examples memorised (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def figure_lambda(rows: list[dict[str, Any]], path: Path, metric: str = "test_acc_at_best_val") -> None:
+    """Seed Figure 2: test accuracy against the AUX lambda, one curve per noise rate."""
+    plt = _pyplot()
+    by_rate: dict[float, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_rate[float(r["noise_rate"])][float(r["aux_lambda"])].append(float(r[metric]))
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for rate in sorted(by_rate):
+        lams = sorted(by_rate[rate])
+        means = [statistics.fmean(by_rate[rate][lam]) for lam in lams]
+        ax.plot(lams, means, "o-", label=f"{round(100 * rate)}% noise")
+    ax.set_xscale("log")
+    ax.set_xlabel("AUX lambda")
+    ax.set_ylabel("test accuracy at best validation (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)

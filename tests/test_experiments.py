@@ -1,0 +1,79 @@
+"""The grid runner and its report: a small real grid, an interrupted cell, the table layout."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from cdr_fast import experiments
+from cdr_fast.grid import Cell, run_grid
+from cdr_fast.report import table1_markdown
+from cdr_fast.training import TrainConfig
+
+
+def row(noise, method, rate, seed, acc):
+    return {"noise_type": noise, "method": method, "noise_rate": rate, "seed": seed, "test_acc_at_best_val": acc}
+
+
+def test_table_layout_bold_and_seeds():
+    rows = [row("symmetric", "sgd", 0.2, 1, 90.0), row("symmetric", "sgd", 0.2, 2, 92.0),
+            row("symmetric", "cdr", 0.2, 1, 93.0), row("symmetric", "cdr", 0.2, 2, 93.0),
+            row("symmetric", "sgd", 0.4, 1, 80.0), row("symmetric", "sgd", 0.4, 2, 82.0),
+            row("pairflip", "cdr", 0.4, 1, 70.0), row("pairflip", "cdr", 0.4, 2, 72.0)]
+    lines = table1_markdown(rows).splitlines()
+    assert lines[0] == "| noise | method | 20% | 40% |"
+    assert lines[2] == "| pairflip | CDR |  | **71.00 ± 1.41** |"
+    assert lines[3] == "| symmetric | SGD | 91.00 ± 1.41 | **81.00 ± 1.41** |"
+    assert lines[4] == "|  | CDR | **93.00 ± 0.00** |  |"
+
+
+def test_single_seed_has_no_spread():
+    text = table1_markdown([row("symmetric", "sgd", 0.2, 1, 90.0), row("symmetric", "aux", 0.2, 1, 91.5)])
+    assert "| symmetric | SGD | 90.00 |" in text and "| AUX | **91.50** |" in text
+
+
+@pytest.mark.slow
+def test_small_grid_end_to_end(tmp_path):
+    out = tmp_path / "results"
+    argv = ["table1", "--dataset", "mnist-mini", "--epochs", "2", "--milestones", "1", "--methods", "sgd", "cdr_aux",
+            "--noise-types", "symmetric", "--rates", "0.2", "0.4", "--out", str(out)]
+    assert experiments.main(argv) == 0
+    rows = list(csv.DictReader((out / "table1.csv").open()))
+    assert {(r["method"], float(r["noise_rate"])) for r in rows} == {(m, r) for m in ("sgd", "cdr_aux")
+                                                                      for r in (0.2, 0.4)}
+    table = (out / "table1.md").read_text()
+    assert table.count("**") == 4  # one bold cell per rate column
+    for png in ("fig1_symmetric.png", "memorisation_symmetric20.png", "memorisation_symmetric40.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # A re-run trains nothing and rewrites the same table.
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    assert experiments.main(argv) == 0
+    assert before == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    assert (out / "table1.md").read_text() == table
+
+
+@pytest.mark.slow
+def test_interrupted_cell_continues_from_its_checkpoint(tmp_path):
+    config = TrainConfig(method="cdr", dataset="mnist-mini", epochs=3, milestones=[2], batch_size=64, engine="fused")
+    # The uninterrupted run goes through the grid too: the same single-threaded worker, since the
+    # thread count changes the order of reductions in conv backward.
+    expected = run_grid([Cell("straight", config)], tmp_path / "straight", workers=1, log=lambda s: None)["straight"]
+    # The "interrupted" cell: one epoch done and checkpointed, no summary.
+    runs = tmp_path / "runs"
+    run_grid([Cell("cell", TrainConfig(**{**config.__dict__, "epochs": 1}))], runs, workers=1, log=lambda s: None)
+    (runs / "cell" / "summary.json").unlink()
+    summaries = run_grid([Cell("cell", config)], runs, workers=1, log=lambda s: None)
+    assert len(list(csv.DictReader((runs / "cell" / "metrics.csv").open()))) == 3
+    for key in ("test_acc_last", "best_val_epoch", "test_acc_at_best_val", "memorised_noisy_last"):
+        assert summaries["cell"][key] == expected[key]
+
+
+def test_lambda_command_and_bad_input(tmp_path, capsys):
+    assert experiments.main(["lambda", "--dataset", "mnist-mini", "--epochs", "1", "--milestones", "--lambdas", "1",
+                             "3", "--rates", "0.4", "--workers", "1", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "lambda.csv").open()))
+    assert sorted(float(r["aux_lambda"]) for r in rows) == [1.0, 3.0]
+    assert (tmp_path / "fig2_lambda.png").read_bytes()[:4] == b"\x89PNG"
+    assert experiments.main(["table1", "--rates", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "noise rate" in capsys.readouterr().err
