@@ -80,6 +80,19 @@ def _pyplot():
     return plt
 
 
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+
+
+# Overlapping curves (methods that behave alike) stay visible with distinct dashes and markers.
+STYLES = [dict(ls="-", marker="o"), dict(ls="--", marker="s"), dict(ls="-.", marker="^"), dict(ls=":", marker="D"),
+          dict(ls="-", marker="v"), dict(ls="--", marker="x")]
+
+
 def figure_training_curves(runs: dict[tuple, Path], path: Path, method: str = "cdr_aux") -> None:
     """Seed Figure 1: training accuracy on the noisy labels and validation accuracy against epochs,
     for ``method`` at each noise rate, with the ideal line 1 - rate."""
@@ -94,8 +107,7 @@ def figure_training_curves(runs: dict[tuple, Path], path: Path, method: str = "c
         ax.plot(epochs, [m["train_acc_clean"] for m in metrics], ":", label="train (clean labels)")
         ax.axhline(100 * (1 - rate), color="k", ls="--", lw=1, label="ideal: 1 - noise rate")
         ax.set_title(f"{METHOD_LABELS[method]}, {round(100 * rate)}% noise")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
+        _epoch_axis(ax)
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(loc="lower right", fontsize=8)
     _save(fig, path)
@@ -106,13 +118,14 @@ def figure_memorisation(runs: dict[str, Path], path: Path, title: str) -> None:
     """Fraction of noisy training examples whose noisy label the network predicts, per method."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for method, folder in runs.items():
-        metrics = read_metrics(folder)
-        ax.plot([m["epoch"] for m in metrics], [m["memorised_noisy"] for m in metrics], label=METHOD_LABELS[method])
-    ax.set_xlabel("epoch")
+    order = [m for m in METHOD_LABELS if m in runs]
+    for method, style in zip(order, STYLES):
+        metrics = read_metrics(runs[method])
+        ax.plot([m["epoch"] for m in metrics], [m["memorised_noisy"] for m in metrics], label=METHOD_LABELS[method],
+                markersize=4, **style)
     ax.set_ylabel("noisy examples memorised (%)")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
+    _epoch_axis(ax)
     ax.legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
