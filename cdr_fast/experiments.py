@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -40,28 +41,23 @@ def base_config(args: argparse.Namespace) -> TrainConfig:
                        engine="reference" if args.reference else "fused", device="cpu")
 
 
-def table1_cells(args: argparse.Namespace) -> list[Cell]:
-    base = base_config(args)
+def grid_cells(base: TrainConfig, **axes: list) -> list[Cell]:
+    """One cell per combination of the axes' values (TrainConfig fields), in order."""
     cells = []
-    for noise in args.noise_types:
-        for method in args.methods:
-            for rate in args.rates:
-                for seed in args.seeds:
-                    c = dataclasses.replace(base, method=method, noise_type=noise, noise_rate=rate, seed=seed)
-                    cells.append(Cell(cell_name(c), c))
+    for values in itertools.product(*axes.values()):
+        config = dataclasses.replace(base, **dict(zip(axes, values)))
+        cells.append(Cell(cell_name(config), config))
     return cells
+
+
+def table1_cells(args: argparse.Namespace) -> list[Cell]:
+    return grid_cells(base_config(args), noise_type=args.noise_types, method=args.methods, noise_rate=args.rates,
+                      seed=args.seeds)
 
 
 def lambda_cells(args: argparse.Namespace) -> list[Cell]:
-    base = base_config(args)
-    cells = []
-    for lam in args.lambdas:
-        for rate in args.rates:
-            for seed in args.seeds:
-                c = dataclasses.replace(base, method=args.method, noise_type=args.noise_type, noise_rate=rate,
-                                        seed=seed, aux_lambda=lam)
-                cells.append(Cell(cell_name(c), c))
-    return cells
+    return grid_cells(base_config(args), method=[args.method], noise_type=[args.noise_type], aux_lambda=args.lambdas,
+                      noise_rate=args.rates, seed=args.seeds)
 
 
 def finished_runs(runs: Path) -> dict[str, dict]:
