@@ -109,7 +109,8 @@ def figure_training_curves(runs: dict[tuple, Path], path: Path, method: str = "c
         ax.set_title(f"{METHOD_LABELS[method]}, {round(100 * rate)}% noise")
         _epoch_axis(ax)
     axes[0][0].set_ylabel("accuracy (%)")
-    axes[0][-1].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()  # below the panels: never over a curve
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     _save(fig, path)
     plt.close(fig)
 
