@@ -23,8 +23,8 @@ from .checkpoint import write_bytes_atomic, write_csv_atomic
 from .data import DATASETS, DatasetError
 from .grid import Cell, run_grid
 from .noise import NOISE_TYPES
-from .report import (figure_lambda, figure_memorisation, figure_training_curves, summary_rows,
-                     table1_markdown)
+from .report import (figure_lambda, figure_memorisation, figure_training_curves, seed_comparison_markdown,
+                     summary_rows, table1_markdown)
 from .training import METHODS, TrainConfig
 
 TABLE1_METHODS = ["sgd", "cdr", "aux", "cdr_aux"]
@@ -70,6 +70,8 @@ def report_table1(out: Path) -> None:
     rows = summary_rows(summaries)
     write_csv_atomic(out / "table1.csv", rows)
     write_bytes_atomic(out / "table1.md", table1_markdown(rows).encode())
+    if {s["dataset"] for s in summaries.values()} == {"mnist"}:
+        write_bytes_atomic(out / "table1_vs_seed.md", seed_comparison_markdown(rows).encode())
     runs = out / "runs"
     first_seed = min(s["seed"] for s in summaries.values())
     by_key = {(s["noise_type"], s["method"], s["noise_rate"]): runs / name

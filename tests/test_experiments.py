@@ -77,3 +77,11 @@ def test_lambda_command_and_bad_input(tmp_path, capsys):
     assert (tmp_path / "fig2_lambda.png").read_bytes()[:4] == b"\x89PNG"
     assert experiments.main(["table1", "--rates", "1.5", "--out", str(tmp_path / "bad")]) == 2
     assert "noise rate" in capsys.readouterr().err
+
+
+def test_seed_comparison_puts_ours_beside_the_seed():
+    from cdr_fast.report import seed_comparison_markdown
+
+    text = seed_comparison_markdown([row("symmetric", "cdr", 0.4, 1, 98.0), row("symmetric", "cdr", 0.4, 2, 99.0)])
+    assert "| symmetric | SGD | - (98.74) | - (98.40) | - (96.06) |" in text
+    assert "|  | CDR | - (98.88) | 98.50 (98.55) | - (96.63) |" in text
