@@ -175,6 +175,11 @@ def figure_lambda(rows: list[dict[str, Any]], path: Path, metric: str = "test_ac
         means = [statistics.fmean(by_rate[rate][lam]) for lam in lams]
         ax.plot(lams, means, "o-", label=f"{round(100 * rate)}% noise")
     ax.set_xscale("log")
+    lambdas = sorted({float(r["aux_lambda"]) for r in rows})
+    ax.set_xticks(lambdas, [f"{lam:g}" for lam in lambdas])
+    ax.minorticks_off()
+    kinds = sorted({(r["method"], r["noise_type"]) for r in rows})
+    ax.set_title(", ".join(f"{METHOD_LABELS[m]}, {n} noise" for m, n in kinds))
     ax.set_xlabel("AUX lambda")
     ax.set_ylabel("test accuracy at best validation (%)")
     ax.grid(alpha=0.3)
