@@ -38,6 +38,7 @@ class FlatGroup:
         self.momentum = torch.zeros_like(self.weights)
         self.initial: Tensor | None = None
         self.slots: list[tuple[Tensor, slice]] = []
+        self._grad_views: list[Tensor] = []  # made once: the per-step checks slice nothing
         self._index: dict[int, int] = {}
         offset = 0
         for p in self.scored_params:
@@ -51,9 +52,11 @@ class FlatGroup:
         view = self.weights[offset:end].view_as(p)
         view.copy_(p.detach())
         p.data = view
+        grad_view = self.grads[offset:end].view_as(p)
         if p.grad is not None:  # a missing .grad stays missing: sync_grads reports it
-            self.grads[offset:end].view_as(p).copy_(p.grad)
-            p.grad = self.grads[offset:end].view_as(p)
+            grad_view.copy_(p.grad)
+            p.grad = grad_view
+        self._grad_views.append(grad_view)
         self._index[id(p)] = len(self.slots)
         self.slots.append((p, slice(offset, end)))
         return end
@@ -69,24 +72,23 @@ class FlatGroup:
         """``p``'s part of a flat buffer, shaped like ``p``."""
         return buffer[self.slots[self._index[id(p)]][1]].view_as(p)
 
+    def _is_attached(self, g: Tensor, view: Tensor) -> bool:
+        return g is view or (g.data_ptr() == view.data_ptr() and g.shape == view.shape)
+
     def sync_grads(self) -> bool:
         """Make every ``.grad`` a view into the flat gradient again; False if some ``.grad`` is None."""
         complete = True
-        for p, sl in self.slots:
+        for (p, _), view in zip(self.slots, self._grad_views):
             g = p.grad
-            slot = self.grads[sl]
             if g is None:
                 complete = False
-                continue
-            if g.data_ptr() != slot.data_ptr() or g.shape != p.shape:
-                if g.is_sparse:
-                    g = g.to_dense()
-                slot.view_as(p).copy_(g)
-                p.grad = slot.view_as(p)
+            elif not self._is_attached(g, view):
+                view.copy_(g.to_dense() if g.is_sparse else g)
+                p.grad = view
         return complete
 
     def zero_grads(self) -> None:
         self.grads.zero_()
-        for p, sl in self.slots:  # re-attach any .grad that user code dropped or replaced
-            if p.grad is None or p.grad.data_ptr() != self.grads[sl].data_ptr():
-                p.grad = self.grads[sl].view_as(p)
+        for (p, _), view in zip(self.slots, self._grad_views):  # re-attach a dropped or replaced .grad
+            if p.grad is None or not self._is_attached(p.grad, view):
+                p.grad = view
