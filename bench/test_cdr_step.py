@@ -79,6 +79,6 @@ def test_step(benchmark, size, kind):
     run()  # builds the flat buffers and compiles (on CPU) outside the timing
     slow = kind == "reference" and n > 5_000_000
     benchmark.pedantic(run, rounds=3 if slow else 15, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update(params=n, engine=getattr(opt, "engine", "torch"))
+    benchmark.extra_info.update(params=n, engine=opt.engine.name if isinstance(opt, CDRSGD) else "torch")
     record_median(benchmark, f"step {size} {kind}", params=n, bytes_per_param=BYTES_PER_PARAM if "fused" in kind else None)
 

@@ -43,11 +43,11 @@ def torchvision_root(tmp_path_factory, mnist_dir):
     return root
 
 
-@pytest.mark.parametrize("engine", ["reference", "fused"])
+@pytest.mark.parametrize("engine", ["reference", "auto"])
 @pytest.mark.parametrize("method", ["sgd", "cdr_aux"])
-def test_our_epoch(benchmark, tmp_path, mnist_dir, method, engine):
+def test_our_epoch(benchmark, mnist_dir, method, engine):
     config = TrainConfig(method=method, dataset="mnist", data_dir=str(mnist_dir), engine=engine, epochs=ROUNDS + 1)
-    trainer = Trainer(config, tmp_path, progress=False, log=lambda s: None)
+    trainer = Trainer(config, None, progress=False, log=lambda s: None)
 
     def epoch():
         trainer.train_epoch()
@@ -89,14 +89,14 @@ def test_torchvision_dataloader_epoch(benchmark, torchvision_root, workers):
     record_median(benchmark, f"epoch torchvision_workers{workers}")
 
 
-def test_cdr_aux_overhead_paired(benchmark, tmp_path, mnist_dir):
+def test_cdr_aux_overhead_paired(benchmark, mnist_dir):
     """cdr_aux against sgd, both fused, timed in alternating epochs so that drift in the machine's
     speed (large on shared VMs) hits both alike; reports the median of the per-pair ratios."""
     import time
 
     trainers = {
-        method: Trainer(TrainConfig(method=method, dataset="mnist", data_dir=str(mnist_dir), engine="fused",
-                                    epochs=2 * ROUNDS + 2), tmp_path / method, progress=False, log=lambda s: None)
+        method: Trainer(TrainConfig(method=method, dataset="mnist", data_dir=str(mnist_dir), engine="auto",
+                                    epochs=2 * ROUNDS + 2), None, progress=False, log=lambda s: None)
         for method in ("sgd", "cdr_aux")
     }
     ratios = []

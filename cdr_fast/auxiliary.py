@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .engines import ENGINES, resolve_engine
+from .engines import ENGINE_CHOICES, Engine, engine_name, resolve_engine
 
 
 class AuxBias(nn.Module):
@@ -24,20 +23,22 @@ class AuxBias(nn.Module):
         num_examples: rows of B, one per training example; ``idx`` indexes them.
         num_classes: columns of B.
         lam: the scale lambda of the AUX paper.
-        fused: use the Triton gather-add on CUDA tensors.
-        engine: name an engine explicitly (``"triton"`` runs under ``TRITON_INTERPRET=1`` on CPU).
+        engine: ``"auto"``, ``"triton"``, ``"compiled"``, ``"reference"`` or an ``Engine`` object
+            (the Trainer passes the optimizer's, so both use one engine). A name is resolved once,
+            at the first forward, for the tensors' device.
+        fused: torch's spelling: True is ``engine="auto"``, False ``"reference"`` (the default).
 
     Train B with ``CDRSGD`` (or any optimizer that accepts sparse gradients) through
     :meth:`param_group`, which keeps B out of CDR's scoring and gives it the AUX paper's plain
     SGD (no momentum, no weight decay) unless told otherwise.
     """
 
-    def __init__(self, num_examples: int, num_classes: int, lam: float = 1.0, *, fused: bool = False,
-                 engine: str | None = None) -> None:
+    def __init__(self, num_examples: int, num_classes: int, lam: float = 1.0, *, engine: str | Engine | None = None,
+                 fused: bool | None = None) -> None:
         super().__init__()
-        if engine is not None and engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r}; valid choices: {', '.join(ENGINES)}")
-        self.fused, self.engine = fused, engine
+        self.engine = engine_name(engine, fused)
+        if not isinstance(self.engine, Engine) and self.engine not in ENGINE_CHOICES:
+            raise ValueError(f"unknown engine {self.engine!r}; valid choices: {', '.join(ENGINE_CHOICES)}")
         for name, value in (("num_examples", num_examples), ("num_classes", num_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"invalid {name}: {value!r}; must be a positive int")
@@ -81,11 +82,6 @@ class AuxBias(nn.Module):
             lo, hi = (int(v) for v in torch.aminmax(idx))
             if lo < 0 or hi >= self.num_examples:
                 raise IndexError(f"example index out of range: got [{lo}, {hi}], table has {self.num_examples} rows")
-        # The engine follows the tensors' device, which can change after construction (.to()).
-        if resolve_engine(self.engine, self.fused, logits.device) == "triton":
-            from .kernels.aux_gather import AuxGatherAdd
-
-            return AuxGatherAdd.apply(logits, self.weight, idx, self.lam)
-        # Elsewhere the gather is already O(batch x classes) in eager torch; embedding's sparse
-        # gradient holds only the batch's rows.
-        return logits + self.lam * F.embedding(idx, self.weight, sparse=True)
+        if not isinstance(self.engine, Engine):
+            self.engine = resolve_engine(self.engine, logits.device)
+        return self.engine.aux_gather_add(logits, self.weight, idx, self.lam)

@@ -1,4 +1,4 @@
-"""Datasets as whole tensors (DESIGN.md section 4).
+"""Datasets as whole tensors (docs/design.md, "Data").
 
 Each dataset is loaded once into four tensors (normalised float32 images and int64 labels, for
 train and test); the training loop moves them to its device and draws batches by index, so no
@@ -74,18 +74,6 @@ class Dataset:
     test_images: Tensor
     test_labels: Tensor
     num_classes: int
-    source: str  # where it was read from
-
-    def to(self, device: torch.device | str) -> "Dataset":
-        return Dataset(
-            self.name,
-            self.train_images.to(device),
-            self.train_labels.to(device),
-            self.test_images.to(device),
-            self.test_labels.to(device),
-            self.num_classes,
-            self.source,
-        )
 
 
 def normalise(images: np.ndarray, name: str) -> Tensor:
@@ -125,7 +113,7 @@ def read_idx(path: Path, expected_size: int | None = None, expected_md5: str | N
 
 
 def find_idx_dir(name: str, data_dir: str | Path | None) -> Path:
-    """The folder holding the four IDX files of ``name``, searched as DESIGN.md section 4 says."""
+    """The folder holding the four IDX files of ``name``, searched as docs/design.md ("Data") says."""
     roots = [Path(data_dir)] if data_dir is not None else [Path(d) for d in DEFAULT_DIRS[name]]
     looked = []
     for root in roots:
@@ -158,7 +146,6 @@ def load_idx_dataset(name: str, data_dir: str | Path | None) -> Dataset:
         normalise(arrays["t10k-images-idx3-ubyte"][:, None], name),
         torch.from_numpy(arrays["t10k-labels-idx1-ubyte"].astype(np.int64)),
         10,
-        str(folder),
     )
 
 
@@ -180,7 +167,6 @@ def load_mnist_mini() -> Dataset:
         normalise(arrays["test_images"][:, None], "mnist-mini"),
         torch.from_numpy(arrays["test_labels"].astype(np.int64)),
         10,
-        "embedded",
     )
 
 
@@ -219,34 +205,19 @@ def load_cifar10(data_dir: str | Path | None) -> Dataset:
         normalise(test_x, "cifar10"),
         torch.from_numpy(test_y),
         10,
-        str(folder),
     )
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
-    """Load a dataset by name (see ``DATASETS``) as CPU tensors.
-
-    ``download=True`` fetches a missing MNIST, Fashion-MNIST or CIFAR-10 with torchvision into
-    ``data_dir`` (needs internet) before reading it.
-    """
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """Load a dataset by name (see ``DATASETS``) as CPU tensors, from ``data_dir`` (nothing is
+    downloaded: point ``data_dir`` at torchvision's files if you have them)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
     if name == "mnist-mini":
         return load_mnist_mini()
-    if download:
-        _download(name, data_dir)
     if name == "cifar10":
         return load_cifar10(data_dir)
     return load_idx_dataset(name, data_dir)
-
-
-def _download(name: str, data_dir: str | Path | None) -> None:
-    import torchvision.datasets as tvd
-
-    root = str(data_dir or "data")
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
-    for train in (True, False):
-        cls(root, train=train, download=True)
 
 
 def validation_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:

@@ -1,19 +1,31 @@
-"""Flat buffers for a param group: every parameter and its ``.grad`` become views into one tensor.
+"""Flat buffers: the optimizer's parameters, gradients and state as views into one tensor per group.
 
-Layout: ``[scored | pad | unscored | pad]``, each part padded to a multiple of ``ALIGN``
-elements so that the fused kernels see 16-element-aligned lengths (vector loads) and the scored
-part is one contiguous slice for the threshold. Padding stays zero and is never scored.
+``FlatGroup`` lays out one param group as ``[scored | pad | unscored | pad]``, each part padded to
+a multiple of ``ALIGN`` elements, so that the fused kernels see 16-element-aligned lengths
+(vector loads) and the scored part is one contiguous slice for the threshold. Padding stays zero
+and is never scored.
+
+``FlatState`` is the lifecycle an optimizer runs over its groups: build the buffers at the first
+step, adopt per-parameter state into them (and again after ``load_state_dict``), zero the
+gradients in place, and run each step through an ``Engine``.
 
 Autograd accumulates into an existing ``.grad`` in place, so after ``zero_grad`` (which zeroes
 the flat gradient instead of dropping it) backward writes straight into the flat buffer and the
-step copies nothing. If user code replaces a ``.grad`` or sets it to None, ``sync_grads`` notices
-and copies the new gradient in (or reports the missing one).
+step copies nothing. A post-accumulate-grad hook marks which parameters received a gradient since
+``zero_grad(set_to_none=True)``: the others count as having none, as in torch, and are left
+alone by the step. If user code replaces a ``.grad``, the step copies the new one in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
+
+from .cdr_rule import gradient_scale, keep_count, rdi_coefficient
+from .engines import Engine
 
 ALIGN = 16
 
@@ -27,68 +39,229 @@ class FlatGroup:
 
     def __init__(self, params: list[Tensor], scored: list[bool]) -> None:
         first = params[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in params):
+            raise ValueError("flat buffers need one dtype and one device per param group; got "
+                             f"{sorted({f'{p.dtype} on {p.device}' for p in params})}")
         self.device, self.dtype = first.device, first.dtype
-        self.scored_params = [p for p, s in zip(params, scored) if s]
-        self.unscored_params = [p for p, s in zip(params, scored) if not s]
-        self.n_scored = sum(p.numel() for p in self.scored_params)
+        scored_params = [p for p, s in zip(params, scored) if s]
+        unscored_params = [p for p, s in zip(params, scored) if not s]
+        self.n_scored = sum(p.numel() for p in scored_params)
         start_unscored = _padded(self.n_scored)
-        self.numel = _padded(start_unscored + sum(p.numel() for p in self.unscored_params))
+        self.numel = _padded(start_unscored + sum(p.numel() for p in unscored_params))
         self.weights = torch.zeros(self.numel, dtype=self.dtype, device=self.device)
         self.grads = torch.zeros_like(self.weights)
         self.momentum = torch.zeros_like(self.weights)
         self.initial: Tensor | None = None
-        self.slots: list[tuple[Tensor, slice]] = []
-        self._grad_views: list[Tensor] = []  # made once: the per-step checks slice nothing
+        self.params: list[Tensor] = []
+        self.slices: list[slice] = []
+        self.scored: list[bool] = []
+        self.grad_views: list[Tensor] = []  # made once: the per-step checks slice nothing
+        # fresh[i]: parameter i received a gradient since the last zero_grad(set_to_none=True)
+        self.fresh: list[bool] = []
+        self.hooked: list[bool] = []  # a frozen parameter gets its hook once it requires grad
         self._index: dict[int, int] = {}
         offset = 0
-        for p in self.scored_params:
-            offset = self._adopt(p, offset)
+        for p in scored_params:
+            offset = self._adopt(p, offset, scored=True)
         offset = start_unscored
-        for p in self.unscored_params:
-            offset = self._adopt(p, offset)
+        for p in unscored_params:
+            offset = self._adopt(p, offset, scored=False)
 
-    def _adopt(self, p: Tensor, offset: int) -> int:
+    def _adopt(self, p: Tensor, offset: int, scored: bool) -> int:
         end = offset + p.numel()
         view = self.weights[offset:end].view_as(p)
         view.copy_(p.detach())
         p.data = view
         grad_view = self.grads[offset:end].view_as(p)
-        if p.grad is not None:  # a missing .grad stays missing: sync_grads reports it
-            grad_view.copy_(p.grad)
+        if p.grad is not None:
+            grad_view.copy_(p.grad.to_dense() if p.grad.is_sparse else p.grad)
             p.grad = grad_view
-        self._grad_views.append(grad_view)
-        self._index[id(p)] = len(self.slots)
-        self.slots.append((p, slice(offset, end)))
+        i = len(self.params)
+        self._index[id(p)] = i
+        self.params.append(p)
+        self.slices.append(slice(offset, end))
+        self.scored.append(scored)
+        self.grad_views.append(grad_view)
+        self.fresh.append(p.grad is not None)
+        self.hooked.append(False)
+        self._hook(i)
         return end
 
-    @property
-    def params(self) -> list[Tensor]:
-        return [p for p, _ in self.slots]
+    def _hook(self, i: int) -> None:
+        p = self.params[i]
+        if self.hooked[i] or not p.requires_grad:
+            return
+
+        def mark_fresh(_: Tensor) -> None:
+            self.fresh[i] = True
+
+        p.register_post_accumulate_grad_hook(mark_fresh)
+        self.hooked[i] = True
 
     def holds(self, p: Tensor) -> bool:
         return id(p) in self._index
 
     def view(self, buffer: Tensor, p: Tensor) -> Tensor:
         """``p``'s part of a flat buffer, shaped like ``p``."""
-        return buffer[self.slots[self._index[id(p)]][1]].view_as(p)
+        return buffer[self.slices[self._index[id(p)]]].view_as(p)
 
-    def _is_attached(self, g: Tensor, view: Tensor) -> bool:
-        return g is view or (g.data_ptr() == view.data_ptr() and g.shape == view.shape)
-
-    def sync_grads(self) -> bool:
-        """Make every ``.grad`` a view into the flat gradient again; False if some ``.grad`` is None."""
-        complete = True
-        for (p, _), view in zip(self.slots, self._grad_views):
+    def present(self) -> list[bool]:
+        """Which parameters have a gradient this step (torch's ``p.grad is not None``); a ``.grad``
+        that user code replaced is copied into the flat gradient first."""
+        have = []
+        for i, (p, view) in enumerate(zip(self.params, self.grad_views)):
+            self._hook(i)
             g = p.grad
             if g is None:
-                complete = False
-            elif not self._is_attached(g, view):
+                have.append(False)
+            elif g is view or (g.data_ptr() == view.data_ptr() and g.shape == view.shape):
+                have.append(self.fresh[i])
+            else:
                 view.copy_(g.to_dense() if g.is_sparse else g)
                 p.grad = view
-        return complete
+                have.append(True)
+        return have
 
-    def zero_grads(self) -> None:
+    def zero_grads(self, set_to_none: bool) -> None:
         self.grads.zero_()
-        for (p, _), view in zip(self.slots, self._grad_views):  # re-attach a dropped or replaced .grad
-            if p.grad is None or not self._is_attached(p.grad, view):
-                p.grad = view
+        for i, (p, view) in enumerate(zip(self.params, self.grad_views)):
+            self._hook(i)
+            # Re-attach a dropped or replaced .grad. Without a hook (frozen parameter) nothing would
+            # tell whether backward wrote into the view, so it gets torch's None instead.
+            p.grad = view if self.hooked[i] or not set_to_none else None
+            self.fresh[i] = not set_to_none  # zeros count as a gradient only when asked for
+
+
+class FlatState:
+    """The flat-buffer lifecycle of one optimizer (see the module docstring).
+
+    Args:
+        groups: the optimizer's param groups (read at every step: schedulers change ``lr``).
+        state: the optimizer's per-parameter state; ``momentum_buffer`` and ``initial`` (RDI's
+            w0) entries become views into the flat buffers.
+        engine: computes the threshold and the update.
+        is_scored: whether CDR ranks a parameter of a group.
+    """
+
+    def __init__(self, groups: list[dict[str, Any]], state: dict, engine: Engine,
+                 is_scored: Callable[[dict[str, Any], Tensor], bool]) -> None:
+        self.groups, self.engine = groups, engine
+        self.flats: list[FlatGroup | None] = []
+        self.outside: list[list[Tensor]] = []  # sparse-gradient parameters (the AUX table)
+        for group in groups:
+            dense = [p for p in group["params"] if not (p.grad is not None and p.grad.is_sparse)]
+            self.flats.append(FlatGroup(dense, [is_scored(group, p) for p in dense]) if dense else None)
+            self.outside.append([p for p in group["params"] if p.grad is not None and p.grad.is_sparse])
+        scored = [f for f in self.flats if f is not None and f.n_scored]
+        dtype = scored[0].dtype if scored else torch.float32
+        device = scored[0].device if scored else groups[0]["params"][0].device
+        self.thr, self.kept = engine.new_threshold(device, dtype)
+        self.adopt(state)
+
+    def adopt(self, state: dict) -> None:
+        """Copy per-parameter state into the flat buffers and make the state entries views of them."""
+        for group, flat in zip(self.groups, self.flats):
+            if flat is None:
+                continue
+            if group["rdi_lambda"] != 0 and flat.initial is None:
+                flat.initial = flat.weights.clone()
+            for p in flat.params:
+                st = state[p]
+                for key, buffer in (("momentum_buffer", flat.momentum), ("initial", flat.initial)):
+                    if buffer is None:
+                        continue
+                    view = flat.view(buffer, p)
+                    if key in st and st[key].data_ptr() != view.data_ptr():
+                        view.copy_(st[key])
+                    if key in st or (key == "momentum_buffer" and group["momentum"] != 0):
+                        st[key] = view
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        for flat, outside in zip(self.flats, self.outside):
+            if flat is not None:
+                flat.zero_grads(set_to_none)
+            for p in outside:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad = torch.zeros_like(p.grad)
+
+    def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor | None, Tensor | None]:
+        """One step of every group; returns the threshold and the kept fraction (None if unmasked)."""
+        present = [flat.present() if flat is not None else [] for flat in self.flats]
+        if all(all(have) for have in present) and sum(bool(f and f.n_scored) for f in self.flats) <= 1:
+            parts = [self._whole(flat) for flat in self.flats]
+        else:  # some parameter has no gradient, or several groups are scored: gather copies
+            parts = [self._gathered(flat, have) for flat, have in zip(self.flats, present)]
+        taus = {g["tau"] for g, part in zip(self.groups, parts) if part is not None and part["n_scored"]}
+        if len(taus) > 1:
+            raise ValueError(f"scored param groups must share one tau (the threshold is global); got {sorted(taus)}")
+        tau = taus.pop() if taus else 0.0
+        n_scored = sum(part["n_scored"] for part in parts if part is not None)
+        mask = n_scored > 0 and tau > 0
+        if mask:
+            scored = [part for part in parts if part is not None and part["n_scored"]]
+            w = scored[0]["w"][: n_scored] if len(scored) == 1 else torch.cat([p["w"][: p["n_scored"]] for p in scored])
+            g = scored[0]["g"][: n_scored] if len(scored) == 1 else torch.cat([p["g"][: p["n_scored"]] for p in scored])
+            self.kept.zero_()
+            self.engine.threshold(w, g, keep_count(tau, n_scored), self.thr, exact=exact, seed=seed)
+        for group, part, outside in zip(self.groups, parts, self.outside):
+            if part is not None:
+                self.engine.masked_update(
+                    part["w"], part["g"], part["buf"], part["w0"], self.thr, self.kept,
+                    n_scored=part["n_scored"], lr=group["lr"], momentum=group["momentum"],
+                    weight_decay=group["weight_decay"], rdi_coef=rdi_coefficient(group["rdi_lambda"]),
+                    clip=gradient_scale(tau) if mask and part["n_scored"] else 1.0, mask=mask and part["n_scored"] > 0)
+                if "write_back" in part:
+                    part["write_back"]()
+            for p in outside:
+                self._outside_update(group, state, p)
+        if not mask:
+            return None, None
+        return self.thr.clone(), self.kept.float() / n_scored
+
+    @staticmethod
+    def _whole(flat: FlatGroup | None) -> dict[str, Any] | None:
+        if flat is None:
+            return None
+        w0 = flat.initial if flat.initial is not None else flat.weights
+        return dict(w=flat.weights, g=flat.grads, buf=flat.momentum, w0=w0, n_scored=flat.n_scored)
+
+    @staticmethod
+    def _gathered(flat: FlatGroup | None, have: list[bool]) -> dict[str, Any] | None:
+        """Copies of the parameters that have a gradient (scored first): torch leaves the others alone."""
+        if flat is None or not any(have):
+            return None
+        slices = [s for s, h in zip(flat.slices, have) if h]
+        w0_buffer = flat.initial if flat.initial is not None else flat.weights
+        w, g, buf, w0 = (torch.cat([b[s] for s in slices]) for b in (flat.weights, flat.grads, flat.momentum, w0_buffer))
+        n_scored = sum(s.stop - s.start for s, h, sc in zip(flat.slices, have, flat.scored) if h and sc)
+
+        def write_back() -> None:
+            offset = 0
+            for s in slices:
+                n = s.stop - s.start
+                flat.weights[s] = w[offset : offset + n]
+                flat.momentum[s] = buf[offset : offset + n]
+                offset += n
+
+        return dict(w=w, g=g, buf=buf, w0=w0, n_scored=n_scored, write_back=write_back)
+
+    def _outside_update(self, group: dict[str, Any], state: dict, p: Tensor) -> None:
+        """A parameter outside the flat buffers (the AUX table): row-sparse SGD, O(batch x classes)."""
+        g = p.grad
+        if g is None:
+            return
+        if g.is_sparse and group["momentum"] == 0 and group["weight_decay"] == 0 and group["rdi_lambda"] == 0:
+            self.engine.aux_row_update(p.data, g._indices()[0], g._values(), -group["lr"])
+            return
+        # Momentum, decay or RDI move every row at every step: the update is dense.
+        st = state[p]
+        if group["momentum"] != 0:
+            st.setdefault("momentum_buffer", torch.zeros_like(p))
+        w = p.data.view(-1)
+        self.engine.masked_update(
+            w, (g.to_dense() if g.is_sparse else g).reshape(-1), st.get("momentum_buffer", p.data).view(-1),
+            st.get("initial", p.data).view(-1), self.thr, self.kept, n_scored=0, lr=group["lr"],
+            momentum=group["momentum"], weight_decay=group["weight_decay"],
+            rdi_coef=rdi_coefficient(group["rdi_lambda"]), clip=1.0, mask=False)

@@ -1,4 +1,4 @@
-"""Label noise as the noisy-label literature generates it (DESIGN.md section 3).
+"""Label noise as the noisy-label literature generates it (docs/design.md, "Label noise").
 
 Every generator is seeded and vectorised (the only Python loop is over classes, never over
 examples) and runs on the CPU in float64, so a seed gives the same labels on any machine.

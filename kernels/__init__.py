@@ -1,5 +1,7 @@
 """Triton kernels for cdr-fast, installed as ``cdr_fast.kernels``.
 
-One file per fused op, holding only ``@triton.jit`` functions and their launchers; no training
-logic lives here. The fused CDR step and the AUX gather-add arrive with the fused engine.
+One file per fused op, each holding its ``@triton.jit`` functions and their launchers (and, for
+the AUX gather-add, its autograd Function). No training logic lives here, and nothing here
+imports from ``cdr_fast``: every policy (sample geometry, ranks, hyperparameters) is passed in by
+the engine that launches the kernel (``cdr_fast/engines/triton.py``).
 """

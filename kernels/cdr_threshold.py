@@ -6,8 +6,10 @@ holds the k-th largest, histogram bits 20..10 of the scores in that bin, then bi
 three levels the digits spell the k-th largest value itself, bit for bit. No sort, no host
 sync: the threshold stays a device tensor.
 
-The scores seen are either all of them (exact mode: the same threshold as ``torch.topk``) or the
-stratified random sample that ``cdr_fast.sampling`` describes, with its error bound. Level 1
+The scores seen are either all of them (exact mode: the same threshold as ``torch.topk``) or a
+stratified random sample: one VEC-chunk at a hashed position in each of the first ``n_windows``
+windows of STRIDE elements. The caller chooses the geometry and the rank within the sample
+(``cdr_fast.sampling`` holds that policy and its error bound); this file only executes it. Level 1
 reads g and w at the sampled chunks and writes their scores to a compact scratch buffer; levels
 2 and 3 read only the scratch. With a window of 64, level 1 touches one 32-byte sector in eight,
 so the whole estimate moves about 1.75 B per parameter, against 20 B for the update pass.
@@ -18,20 +20,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..sampling import HASH_MULTIPLIER, VEC
-
 LEVEL_BITS = (11, 11, 10)  # digits, high to low: bits 31..21, 20..10, 9..0
 BINS = 2048  # 2 ** max(LEVEL_BITS)
 
 
 @triton.jit
 def _sample_scores_kernel(
-    w_ptr, g_ptr, n, scratch_ptr, hist_ptr, seed,
+    w_ptr, g_ptr, n, n_windows, scratch_ptr, hist_ptr, seed,
     STRIDE: tl.constexpr, VEC: tl.constexpr, CHUNKS: tl.constexpr, BINS: tl.constexpr, HASH: tl.constexpr,
 ):
-    """Level 1: score one VEC-chunk per STRIDE-window, store it to scratch, histogram bits 31..21.
+    """Level 1: score one VEC-chunk in each of the first ``n_windows`` STRIDE-windows, store it to
+    scratch, histogram bits 31..21.
 
-    Lanes past ``n`` store -1.0 to the scratch, which no later level counts.
+    Lanes past ``n`` or past the last window store -1.0 to the scratch, which no later level counts.
     """
     pid = tl.program_id(0)
     window = pid * CHUNKS + tl.arange(0, CHUNKS)
@@ -45,7 +46,10 @@ def _sample_scores_kernel(
     base = window.to(tl.int64) * STRIDE + phase
     offs = tl.reshape(base[:, None] + tl.arange(0, VEC)[None, :], [CHUNKS * VEC])
     offs = tl.multiple_of(offs, VEC)
-    inside = offs < n
+    if STRIDE > VEC:  # whole windows only: the caller's sample size does not depend on the phase
+        inside = tl.reshape(tl.broadcast_to((window < n_windows)[:, None], [CHUNKS, VEC]), [CHUNKS * VEC])
+    else:
+        inside = offs < n
     g = tl.load(g_ptr + offs, mask=inside, other=0.0)
     w = tl.load(w_ptr + offs, mask=inside, other=0.0)
     score = tl.where(inside, tl.abs(g * w), -1.0)
@@ -74,19 +78,18 @@ def _refine_histogram_kernel(
 
 @triton.jit
 def _select_digit_kernel(
-    hist_ptr, state_ptr, thr_ptr, k, n,
+    hist_ptr, state_ptr, thr_ptr, k,
     FIRST: tl.constexpr, LAST: tl.constexpr, BITS: tl.constexpr, BINS: tl.constexpr,
 ):
     """One program: the bin holding the k-th largest, from high bins down.
 
     state = [k still to find inside the chosen prefix, prefix digits so far] (int64).
-    On the first level, k is rescaled to the sample: k_s = round(k * total / n), at least 1.
     """
     bins = tl.arange(0, BINS)
     h = tl.load(hist_ptr + bins).to(tl.int64)
     total = tl.sum(h, axis=0)
     if FIRST:
-        k_left = tl.maximum((k * total + n // 2) // n, 1)
+        k_left = k + tl.zeros([], dtype=tl.int64)
         prefix = tl.zeros([], dtype=tl.int64)
     else:
         k_left = tl.load(state_ptr)
@@ -101,33 +104,33 @@ def _select_digit_kernel(
         tl.store(thr_ptr, prefix.to(tl.int32).to(tl.float32, bitcast=True))
 
 
-def scratch_size(n: int, stride: int, chunks: int = 256) -> int:
-    """Floats of scratch the level-1 kernel writes for n scores (whole programs)."""
-    windows = triton.cdiv(n, stride)
-    return triton.cdiv(windows, chunks) * chunks * VEC
+def scratch_size(n_windows: int, vec: int, chunks: int = 256) -> int:
+    """Floats of scratch the level-1 kernel writes for ``n_windows`` windows (whole programs)."""
+    return triton.cdiv(n_windows, chunks) * chunks * vec
 
 
-def cdr_threshold(w, g, k: int, scratch, hist, state, thr, *, stride: int, seed: int = 0, chunks: int = 256) -> None:
-    """Write the k-th largest of ``|g * w|`` (exact, or estimated from a sample) into ``thr``.
+def cdr_threshold(w, g, k: int, scratch, hist, state, thr, *, stride: int, n_windows: int, vec: int,
+                  hash_multiplier: int, seed: int = 0, chunks: int = 256) -> None:
+    """Write the k-th largest of the scores seen (all of ``|g * w|``, or a sample) into ``thr``.
 
     Args:
         w, g: flat float32 CUDA (or interpreter) tensors holding the scored parameters and grads.
-        k: number of parameters to keep, 1 <= k <= n.
-        scratch: float32 buffer of ``scratch_size(n, stride, chunks)`` elements.
+        k: rank to select among the scores seen, 1 <= k <= their number.
+        scratch: float32 buffer of ``scratch_size(n_windows, vec, chunks)`` elements.
         hist: int32 buffer of ``3 * BINS`` elements; zeroed here.
         state: int64 buffer of 2 elements.
         thr: float32 0-d tensor, written.
-        stride: window width, ``cdr_fast.sampling.sample_stride(n, exact)``.
-        seed: varies the sample between steps.
+        stride, n_windows, vec: window width, windows read, and the chunk read from each. With
+            ``stride == vec`` and ``n_windows = cdiv(n, vec)`` every score is seen.
+        hash_multiplier, seed: place the chunk inside each window (ignored when stride == vec).
     """
-    n = w.numel()
-    assert 1 <= k <= n and scratch.numel() >= scratch_size(n, stride, chunks)
+    assert k >= 1 and scratch.numel() >= scratch_size(n_windows, vec, chunks)
     hist.zero_()
     levels = hist.view(len(LEVEL_BITS), BINS)
-    grid = (triton.cdiv(triton.cdiv(n, stride), chunks),)
-    _sample_scores_kernel[grid](w, g, n, scratch, levels[0], seed & 0x7FFFFFFF,
-                                STRIDE=stride, VEC=VEC, CHUNKS=chunks, BINS=BINS, HASH=HASH_MULTIPLIER)
-    n_scratch = grid[0] * chunks * VEC
+    grid = (triton.cdiv(n_windows, chunks),)
+    _sample_scores_kernel[grid](w, g, w.numel(), n_windows, scratch, levels[0], seed & 0x7FFFFFFF,
+                                STRIDE=stride, VEC=vec, CHUNKS=chunks, BINS=BINS, HASH=hash_multiplier)
+    n_scratch = grid[0] * chunks * vec
     shift = 32
     for level, bits in enumerate(LEVEL_BITS):
         prefix_shift, shift = shift, shift - bits
@@ -136,5 +139,5 @@ def cdr_threshold(w, g, k: int, scratch, hist, state, thr, *, stride: int, seed:
             _refine_histogram_kernel[(triton.cdiv(n_scratch, block),)](
                 scratch, n_scratch, levels[level], state,
                 PREFIX_SHIFT=prefix_shift, SHIFT=shift, BITS=bits, BINS=BINS, BLOCK=block)
-        _select_digit_kernel[(1,)](levels[level], state, thr, k, n,
+        _select_digit_kernel[(1,)](levels[level], state, thr, k,
                                    FIRST=level == 0, LAST=level == len(LEVEL_BITS) - 1, BITS=bits, BINS=BINS)

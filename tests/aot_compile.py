@@ -42,17 +42,17 @@ KERNELS = {
     ),
     "threshold_sample_strided": (
         cdr_threshold._sample_scores_kernel,
-        {"w_ptr": "*fp32", "g_ptr": "*fp32", "n": "i32", "scratch_ptr": "*fp32", "hist_ptr": "*i32", "seed": "i32",
+        {"w_ptr": "*fp32", "g_ptr": "*fp32", "n": "i32", "n_windows": "i32", "scratch_ptr": "*fp32", "hist_ptr": "*i32", "seed": "i32",
          "STRIDE": "constexpr", "VEC": "constexpr", "CHUNKS": "constexpr", "BINS": "constexpr", "HASH": "constexpr"},
         {"STRIDE": 64, "VEC": VEC, "CHUNKS": 256, "BINS": cdr_threshold.BINS, "HASH": HASH_MULTIPLIER},
-        aligned(0, 1, 2, 3, 4), 4, True,
+        aligned(0, 1, 2, 4, 5), 4, True,
     ),
     "threshold_sample_dense": (
         cdr_threshold._sample_scores_kernel,
-        {"w_ptr": "*fp32", "g_ptr": "*fp32", "n": "i32", "scratch_ptr": "*fp32", "hist_ptr": "*i32", "seed": "i32",
+        {"w_ptr": "*fp32", "g_ptr": "*fp32", "n": "i32", "n_windows": "i32", "scratch_ptr": "*fp32", "hist_ptr": "*i32", "seed": "i32",
          "STRIDE": "constexpr", "VEC": "constexpr", "CHUNKS": "constexpr", "BINS": "constexpr", "HASH": "constexpr"},
         {"STRIDE": VEC, "VEC": VEC, "CHUNKS": 256, "BINS": cdr_threshold.BINS, "HASH": HASH_MULTIPLIER},
-        aligned(0, 1, 2, 3, 4), 4, True,
+        aligned(0, 1, 2, 4, 5), 4, True,
     ),
     "threshold_refine": (
         cdr_threshold._refine_histogram_kernel,
@@ -63,7 +63,7 @@ KERNELS = {
     ),
     "threshold_select": (
         cdr_threshold._select_digit_kernel,
-        {"hist_ptr": "*i32", "state_ptr": "*i64", "thr_ptr": "*fp32", "k": "i64", "n": "i64",
+        {"hist_ptr": "*i32", "state_ptr": "*i64", "thr_ptr": "*fp32", "k": "i64",
          "FIRST": "constexpr", "LAST": "constexpr", "BITS": "constexpr", "BINS": "constexpr"},
         {"FIRST": True, "LAST": False, "BITS": 11, "BINS": cdr_threshold.BINS},
         aligned(0, 1, 2), 4, True,

@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parent.parent
-# The project's real test data: ../shared/data beside the checkout (see DESIGN.md section 4).
+# The project's real test data: ../shared/data beside the checkout (see docs/design.md, "Data").
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -37,16 +37,27 @@ def mnist_mini():
     return load_dataset("mnist-mini")
 
 
+SEED_VARIABLE = "CDR_FAST_TEST_SEED"
+
+
 @pytest.fixture
 def fresh_seed() -> int:
-    """A new seed per test run, printed on failure, so tests see fresh random inputs."""
-    seed = secrets.randbits(31)
-    print(f"seed {seed}")
+    """A new seed per test run, so tests see fresh random inputs. It is printed (pytest shows it
+    with a failure); set CDR_FAST_TEST_SEED to that value to replay the failure."""
+    seed = int(os.environ[SEED_VARIABLE]) if os.environ.get(SEED_VARIABLE) else secrets.randbits(31)
+    print(f"seed {seed} (replay with {SEED_VARIABLE}={seed})")
     return seed
+
+
+def engine_device(engine: str) -> torch.device:
+    """Where an engine's tensors live in the tests: Triton natively on CUDA when a GPU is present
+    and the interpreter is off, else on CPU tensors in the interpreter; the others on the CPU."""
+    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    on_gpu = engine == "triton" and torch.cuda.is_available() and not interpreting
+    return torch.device("cuda" if on_gpu else "cpu")
 
 
 @pytest.fixture(scope="session")
 def kernel_device() -> torch.device:
-    """Where Triton kernels run in the tests: CUDA if present and not interpreting, else the CPU."""
-    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    return torch.device("cuda" if torch.cuda.is_available() and not interpreting else "cpu")
+    """Where Triton kernels run in the tests."""
+    return engine_device("triton")

@@ -91,19 +91,25 @@ def test_momentum_and_decay_options_give_the_dense_update(fresh_seed):
 
 
 def test_table_is_never_scored_by_cdr(fresh_seed):
-    """With cdr_aux, the threshold ranks the network's weights only, not B."""
+    """With cdr_aux, the threshold ranks the network's weights only, and B takes the plain,
+    unscaled SGD step on its rows: B[idx] -= lr * lam * dL/dz, nothing elsewhere."""
     torch.manual_seed(fresh_seed)
     net = nn.Linear(12, 5)
-    aux = AuxBias(100, 5, lam=1.0)
+    aux = AuxBias(100, 5, lam=1.5)
     opt = CDRSGD([{"params": net.parameters()}, aux.param_group()], lr=0.1, tau=0.5)
     x, idx, y = torch.randn(20, 12), torch.randperm(100)[:20], torch.randint(0, 5, (20,))
-    F.cross_entropy(aux(net(x), idx), y).backward()
+    logits = net(x)
+    logits.retain_grad()
+    F.cross_entropy(aux(logits, idx), y).backward()
     expected = net.weight.grad * net.weight.detach()
+    expected_rows = -0.1 * 1.5 * logits.grad  # dL/d(offset) = lam * dL/dz, unscaled by 1 - tau
     opt.step()
     k = int(0.5 * net.weight.numel())
     assert opt.last_threshold.item() == expected.abs().flatten().topk(k).values[-1].item()
-    # B moved by the plain, unscaled SGD step on its rows.
-    assert aux.weight[idx].abs().sum() > 0
+    torch.testing.assert_close(aux.weight.detach()[idx], expected_rows, rtol=1e-6, atol=1e-8)
+    untouched = torch.ones(100, dtype=torch.bool)
+    untouched[idx] = False
+    assert torch.equal(aux.weight.detach()[untouched], torch.zeros(80, 5))
 
 
 def test_works_with_torch_optim_sgd():

@@ -39,6 +39,9 @@ def test_no_register_spills(report):
 def test_vectorised_loads(report):
     for name, r in report.items():
         assert r["v4_loads"] > 0, f"{name}: no ld.global.v4 in the PTX"
-    # The update pass loads w, g, buf and w0 only with 128-bit loads (the one scalar load is thr).
+    # The update pass streams four arrays (w, g, buf, w0): each needs at least one 128-bit load,
+    # and fewer scalar loads than streams remain (the threshold is one), so no stream fell back to
+    # scalar loads, whatever the compiler's unrolling.
     for arch in (80, 90):
-        assert report[f"cdr_sgd_step@sm_{arch}"]["other_loads"] == 1
+        step = report[f"cdr_sgd_step@sm_{arch}"]
+        assert step["v4_loads"] >= 4 and step["other_loads"] < 4, step

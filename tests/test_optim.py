@@ -96,7 +96,7 @@ def test_tau_zero_is_exactly_torch_sgd(fresh_seed, momentum, weight_decay):
 
 
 def hand_sgd(params, grads, bufs, initials, lr, momentum, wd, rdi):
-    """Independent SGD + decay + RDI written from DESIGN.md's formulas."""
+    """Independent SGD + decay + RDI written from the formulas of docs/design.md."""
     for i, (w, g) in enumerate(zip(params, grads)):
         d = g + wd * w + rdi**2 * (w - initials[i])
         bufs[i] = d.clone() if bufs[i] is None else momentum * bufs[i] + d
@@ -104,7 +104,7 @@ def hand_sgd(params, grads, bufs, initials, lr, momentum, wd, rdi):
 
 
 def hand_cdr_grads(params, grads, scored, tau):
-    """DESIGN.md section 2, steps 1-3, written out with a sort. The scores stay float32, as the
+    """docs/design.md (CDR, steps 1-3), written out with a sort. The scores stay float32, as the
     published code's: in float64 two scores one rounding apart could swap ranks at the threshold."""
     s = torch.cat([(g * w).abs().flatten() for w, g, sc in zip(params, grads, scored) if sc])
     k = int((1 - tau) * s.numel())

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import write_bytes_atomic
+from ..atomic_io import write_bytes_atomic
 
 NOISE_ORDER = ["instance", "asymmetric", "pairflip", "symmetric", "none"]  # the seed report's block order
 METHOD_LABELS = {"sgd": "SGD", "cdr": "CDR", "aux": "AUX", "cdr_aux": "CDR+AUX", "rdi": "RDI", "cdr_rdi": "CDR+RDI"}
@@ -21,7 +21,7 @@ CSV_FIELDS = ("cell", "dataset", "method", "noise_type", "noise_rate", "seed", "
 def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for cell, s in sorted(summaries.items()):
-        row = {"cell": cell, "aux_lambda": s["config"]["aux_lambda"]}
+        row = {"cell": cell, "aux_lambda": s["config"].get("aux_lambda")}
         row.update({k: s[k] for k in CSV_FIELDS if k in s})
         rows.append({k: row.get(k) for k in CSV_FIELDS})
     return rows
@@ -126,20 +126,23 @@ STYLES = [dict(ls="-", marker="o"), dict(ls="--", marker="s"), dict(ls="-.", mar
 
 def figure_training_curves(runs: dict[tuple, Path], path: Path, method: str = "cdr_aux") -> None:
     """Seed Figure 1: training accuracy on the noisy labels and validation accuracy against epochs,
-    for ``method`` at each noise rate, with the ideal line 1 - rate."""
+    for ``method`` at each noise rate, with the ideal line 1 - rate. Markers keep a one-epoch run
+    visible; a method other than CDR+AUX is named in the figure's title."""
     plt = _pyplot()
     rates = sorted(rate for (m, rate) in runs if m == method)
     fig, axes = plt.subplots(1, len(rates), figsize=(4.2 * len(rates), 3.4), squeeze=False, sharey=True)
     for ax, rate in zip(axes[0], rates):
         metrics = read_metrics(runs[(method, rate)])
         epochs = [m["epoch"] for m in metrics]
-        ax.plot(epochs, [m["train_acc_noisy"] for m in metrics], label="train (noisy labels)")
-        ax.plot(epochs, [m["val_acc"] for m in metrics], label="validation (noisy)")
-        ax.plot(epochs, [m["train_acc_clean"] for m in metrics], ":", label="train (clean labels)")
+        ax.plot(epochs, [m["train_acc_noisy"] for m in metrics], marker="o", ms=3, label="train (noisy labels)")
+        ax.plot(epochs, [m["val_acc"] for m in metrics], marker="s", ms=3, label="validation (noisy)")
+        ax.plot(epochs, [m["train_acc_clean"] for m in metrics], ":", marker="^", ms=3, label="train (clean labels)")
         ax.axhline(100 * (1 - rate), color="k", ls="--", lw=1, label="ideal: 1 - noise rate")
         ax.set_title(f"{METHOD_LABELS[method]}, {round(100 * rate)}% noise")
         _epoch_axis(ax)
     axes[0][0].set_ylabel("accuracy (%)")
+    if method != "cdr_aux":
+        fig.suptitle(f"CDR+AUX is not in this grid: showing {METHOD_LABELS[method]}", fontsize=9, y=1.02)
     handles, labels = axes[0][0].get_legend_handles_labels()  # below the panels: never over a curve
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     _save(fig, path)

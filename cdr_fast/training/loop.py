@@ -1,9 +1,8 @@
-"""The training loop and its protocol, as in the published CDR code (DESIGN.md section 2).
+"""The training loop, as in the published CDR code (docs/design.md, "Training protocol").
 
-Noise is applied to the whole training set; 10% of it is then held out as a *noisy* validation
-set. Each epoch records training accuracy against the noisy and the clean labels, the fraction
-of noisy examples memorised, validation and test accuracy. The summary reports test accuracy at
-the epoch of best validation accuracy and at the last epoch.
+Each epoch records training accuracy against the noisy and the clean labels, the fraction of
+noisy examples memorised, validation and test accuracy. The summary reports test accuracy at the
+epoch of best validation accuracy and at the last epoch.
 
 Training accuracy is measured on the fly: each example's prediction is the network's output
 f(x) (without the AUX offset) when it was last trained on, as the published code reports it.
@@ -20,8 +19,6 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,135 +26,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .auxiliary import AuxBias
-from .checkpoint import load_checkpoint, save_checkpoint, write_csv_atomic, write_json_atomic
-from .data import DATASETS, Dataset, load_dataset, random_crop_flip, validation_split
-from .models import MODELS, build_model
-from .noise import NOISE_TYPES, check_rate, noisify
-from .optim import CDRSGD
+from ..auxiliary import AuxBias
+from ..data import random_crop_flip
+from ..engines import resolve_engine
+from ..models import build_model
+from ..optim import CDRSGD
+from .config import TrainConfig, resolve_device
+from .run_folder import RunFolder
+from .split import prepare_data
 
-# Which parts each method switches on.
-METHODS: dict[str, dict[str, bool]] = {
-    "sgd": dict(cdr=False, aux=False, rdi=False),
-    "cdr": dict(cdr=True, aux=False, rdi=False),
-    "aux": dict(cdr=False, aux=True, rdi=False),
-    "rdi": dict(cdr=False, aux=False, rdi=True),
-    "cdr_aux": dict(cdr=True, aux=True, rdi=False),
-    "cdr_rdi": dict(cdr=True, aux=False, rdi=True),
-}
-LOSSES = ("ce", "mse")
-ENGINE_CHOICES = ("fused", "reference")
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the optimizer state carries the threshold's sample counter
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. Defaults: the seed report's setup on mnist-mini."""
-
-    method: str = "cdr_aux"
-    noise_type: str = "symmetric"
-    noise_rate: float = 0.4
-    tau: float | None = None  # CDR rate; None means the noise rate
-    dataset: str = "mnist-mini"
-    data_dir: str | None = None
-    model: str = "lenet"
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    milestones: list[int] = field(default_factory=lambda: [10, 20])
-    gamma: float = 0.1
-    aux_lambda: float = 1.0
-    rdi_lambda: float = 0.1
-    loss: str = "ce"
-    seed: int = 1
-    device: str = "auto"
-    engine: str = "fused"  # "fused" or "reference"
-    val_fraction: float = 0.1
-    eval_batch_size: int = 256  # measured fastest for LeNet on 2 CPU cores (1024 is ~2x slower)
-
-    @property
-    def cdr_rate(self) -> float:
-        """The tau the optimizer uses: 0 for methods without CDR."""
-        if not METHODS[self.method]["cdr"]:
-            return 0.0
-        return self.noise_rate if self.tau is None else self.tau
-
-    def validate(self) -> None:
-        """Raise a ValueError naming the first bad value and the valid choices."""
-        choices = dict(method=tuple(METHODS), noise_type=NOISE_TYPES, dataset=DATASETS, model=MODELS,
-                       loss=LOSSES, engine=ENGINE_CHOICES)
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(f"invalid {name}: {getattr(self, name)!r}; valid choices: {', '.join(valid)}")
-        check_rate(self.noise_rate, "noise rate")
-        if self.noise_type == "none" and self.noise_rate != 0:
-            raise ValueError(f"noise type 'none' takes noise rate 0; got {self.noise_rate}")
-        if self.tau is not None:
-            check_rate(self.tau, "tau")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"invalid {name}: {value!r}; must be a positive integer")
-        for name in ("lr", "momentum", "weight_decay", "aux_lambda", "rdi_lambda"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"invalid {name}: {value!r}; must be a finite number >= 0")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"invalid gamma: {self.gamma!r}; must be in (0, 1]")
-        if sorted(self.milestones) != list(self.milestones) or any(m < 1 for m in self.milestones):
-            raise ValueError(f"invalid milestones: {self.milestones!r}; must be increasing positive epochs")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"invalid val_fraction: {self.val_fraction!r}; must be in (0, 1)")
-        resolve_device(self.device)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"invalid device {name!r}; valid choices: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"invalid device {name!r}; valid choices: auto, cpu, cuda, cuda:N")
-    return device
-
-
-@dataclass
-class NoisySplit:
-    """The noisy training set, its held-out noisy validation part and the clean test set."""
-
-    train_x: Tensor
-    train_y: Tensor  # noisy labels: what the model is trained on
-    train_clean: Tensor
-    val_x: Tensor
-    val_y: Tensor  # noisy too, as in the published protocol
-    test_x: Tensor
-    test_y: Tensor
-    realised_rate: float
-    num_classes: int
-
-
-def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
-    data: Dataset = load_dataset(config.dataset, config.data_dir)
-    noisy = noisify(
-        data.train_labels, config.noise_type, config.noise_rate, data.num_classes, config.seed,
-        features=data.train_images if config.noise_type == "instance" else None, dataset=config.dataset,
-    )
-    train_idx, val_idx = validation_split(len(noisy.labels), config.val_fraction, config.seed)
-    x, y = data.train_images, noisy.labels
-    return NoisySplit(
-        train_x=x[train_idx].to(device), train_y=y[train_idx].to(device),
-        train_clean=data.train_labels[train_idx].to(device),
-        val_x=x[val_idx].to(device), val_y=y[val_idx].to(device),
-        test_x=data.test_images.to(device), test_y=data.test_labels.to(device),
-        realised_rate=noisy.realised_rate, num_classes=data.num_classes,
-    )
+class TrainingDiverged(ValueError):
+    """The loss or the weights became non-finite; the last good checkpoint is kept."""
 
 
 def loss_fn(name: str, logits: Tensor, target: Tensor) -> Tensor:
@@ -178,17 +60,15 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int) 
 
 
 class Trainer:
-    """Builds a run from its config and trains it epoch by epoch, checkpointing each epoch."""
+    """Builds a run from its config and trains it epoch by epoch, saving each epoch to ``folder``
+    (None: write nothing, as the benchmarks do)."""
 
-    def __init__(self, config: TrainConfig, out_dir: Path, progress: bool = True,
+    def __init__(self, config: TrainConfig, folder: RunFolder | None, progress: bool = True,
                  log: Callable[[str], None] = print) -> None:
         config.validate()
-        self.config = config
-        self.out_dir = Path(out_dir)
-        self.progress = progress
-        self.log = log
+        self.config, self.folder, self.progress, self.log = config, folder, progress, log
         self.device = resolve_device(config.device)
-        method = METHODS[config.method]
+        self.engine = resolve_engine(config.engine, self.device)  # once; the optimizer and AUX share it
 
         self.data = prepare_data(config, self.device)
         torch.manual_seed(config.seed)
@@ -196,16 +76,13 @@ class Trainer:
         self.model = build_model(config.model, shape[1], self.data.num_classes, shape[-1]).to(self.device)
         groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
         self.aux: AuxBias | None = None
-        if method["aux"]:
-            self.aux = AuxBias(shape[0], self.data.num_classes, config.aux_lambda,
-                               fused=config.engine == "fused").to(self.device)
+        if config.parts["aux"]:
+            self.aux = AuxBias(shape[0], self.data.num_classes, config.aux_lambda, engine=self.engine).to(self.device)
             groups.append(self.aux.param_group())
         self.optimizer = CDRSGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-            tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if method["rdi"] else 0.0,
-            fused=config.engine == "fused",
+            tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if config.parts["rdi"] else 0.0, engine=self.engine,
         )
-        self.engine = self.optimizer.engine
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
@@ -227,7 +104,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
+            raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT} "
+                             "(made by another version of cdr-fast)")
         saved = dict(state["config"])
         mine = dataclasses.asdict(self.config)
         saved["epochs"] = mine["epochs"]  # a run may be resumed with more epochs
@@ -244,10 +122,8 @@ class Trainer:
         self.history = list(state["history"])
 
     def resume(self) -> None:
-        path = self.out_dir / CHECKPOINT
-        if not path.is_file():
-            raise FileNotFoundError(f"nothing to resume: {path} does not exist")
-        self.load_state_dict(load_checkpoint(path))
+        """Continue from the folder's checkpoint."""
+        self.load_state_dict(self.folder.checkpoint())
 
     # ---------------------------------------------------------------- training
 
@@ -292,6 +168,7 @@ class Trainer:
         bar.close()
         self.scheduler.step()
         train_time = time.perf_counter() - t0
+        self._check_finite(loss_sum.item() / steps)
 
         noisy_mask = d.train_y != d.train_clean
         memorised = (predicted[noisy_mask] == d.train_y[noisy_mask]).float().mean() if noisy_mask.any() else None
@@ -302,7 +179,7 @@ class Trainer:
             "train_acc_noisy": 100.0 * (predicted == d.train_y).float().mean().item(),
             "train_acc_clean": 100.0 * (predicted == d.train_clean).float().mean().item(),
             "memorised_noisy": 100.0 * memorised.item() if memorised is not None else float("nan"),
-            "kept_fraction": kept_sum.item() / steps if cfg.cdr_rate > 0 else float("nan"),
+            "kept_pct": 100.0 * kept_sum.item() / steps if cfg.cdr_rate > 0 else float("nan"),
             "val_acc": accuracy(self.model, d.val_x, d.val_y, cfg.eval_batch_size),
             "test_acc": accuracy(self.model, d.test_x, d.test_y, cfg.eval_batch_size),
             "train_time_s": train_time,
@@ -310,19 +187,30 @@ class Trainer:
         stats["epoch_time_s"] = time.perf_counter() - t0
         return stats
 
+    def _check_finite(self, mean_loss: float) -> None:
+        params = list(self.model.parameters()) + ([self.aux.weight] if self.aux is not None else [])
+        finite_weights = all(bool(torch.isfinite(p).all()) for p in params)
+        if math.isfinite(mean_loss) and finite_weights:
+            return
+        what = f"the training loss became {mean_loss}" if not math.isfinite(mean_loss) else "the weights became non-finite"
+        kept = f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else "no epoch was saved"
+        raise TrainingDiverged(f"epoch {self.epoch + 1}: {what}; stopped ({kept}). Lower --lr, or check --momentum "
+                               f"and --weight-decay (now lr {self.config.lr}, momentum {self.config.momentum})")
+
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, writing metrics.csv, the checkpoint and summary.json."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Train the remaining epochs, saving each to the run folder; returns the summary."""
+        if self.folder is not None:
+            self.folder.make()
         while self.epoch < self.config.epochs:
             stats = self.train_epoch()
             self.epoch += 1
             self.history.append(stats)
-            # Checkpoint first: metrics.csv never lists an epoch the checkpoint lacks.
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict())
-            write_csv_atomic(self.out_dir / "metrics.csv", self.history)
+            if self.folder is not None:
+                self.folder.save_epoch(self.state_dict(), self.history)
             self.log(format_epoch(stats, self.config.epochs))
         summary = self.summary()
-        write_json_atomic(self.out_dir / "summary.json", summary)
+        if self.folder is not None:
+            self.folder.write_summary(summary)
         return summary
 
     def summary(self) -> dict[str, Any]:
@@ -338,7 +226,7 @@ class Trainer:
             "model": cfg.model,
             "epochs": cfg.epochs,
             "seed": cfg.seed,
-            "engine": self.engine,
+            "engine": self.engine.name,
             "device": str(self.device),
             "num_train": int(self.data.train_x.shape[0]),
             "num_val": int(self.data.val_x.shape[0]),
@@ -349,12 +237,12 @@ class Trainer:
             "test_acc_last": h[-1]["test_acc"],
             "memorised_noisy_last": h[-1]["memorised_noisy"],
             "epoch_time_s_median": statistics.median(s["epoch_time_s"] for s in h),
-            "config": dataclasses.asdict(cfg),
+            "config": cfg.used_settings(),
         }
 
 
 def format_epoch(s: dict[str, Any], epochs: int) -> str:
-    kept = "" if math.isnan(s["kept_fraction"]) else f"  kept {100 * s['kept_fraction']:5.1f}%"
+    kept = "" if math.isnan(s["kept_pct"]) else f"  kept {s['kept_pct']:5.1f}%"
     mem = "  n/a " if math.isnan(s["memorised_noisy"]) else f"{s['memorised_noisy']:5.1f}%"
     return (
         f"epoch {s['epoch']:>{len(str(epochs))}}/{epochs}  lr {s['lr']:.0e}  loss {s['train_loss']:.4f}  "

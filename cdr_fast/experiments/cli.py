@@ -19,13 +19,14 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoint import write_bytes_atomic, write_csv_atomic
-from .data import DATASETS, DatasetError
+from ..atomic_io import write_bytes_atomic, write_csv_atomic
+from ..data import DATASETS, DatasetError
+from ..engines import ENGINE_CHOICES
+from ..noise import NOISE_TYPES
+from ..training import METHODS, TrainConfig
 from .grid import Cell, run_grid
-from .noise import NOISE_TYPES
 from .report import (figure_lambda, figure_memorisation, figure_training_curves, seed_comparison_markdown,
                      summary_rows, table1_markdown)
-from .training import METHODS, TrainConfig
 
 TABLE1_METHODS = ["sgd", "cdr", "aux", "cdr_aux"]
 TABLE1_NOISE = ["instance", "asymmetric", "pairflip", "symmetric"]
@@ -38,7 +39,7 @@ def cell_name(c: TrainConfig) -> str:
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, milestones=args.milestones,
-                       engine="reference" if args.reference else "fused", device="cpu")
+                       engine=args.engine, device=args.device)
 
 
 def grid_cells(base: TrainConfig, **axes: list) -> list[Cell]:
@@ -104,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--milestones", type=int, nargs="*", default=[4, 8])
         s.add_argument("--rates", type=float, nargs="+", default=TABLE1_RATES)
         s.add_argument("--seeds", type=int, nargs="+", default=[1])
-        s.add_argument("--workers", type=int, default=2, help="parallel runs, one thread each")
-        s.add_argument("--reference", action="store_true", help="reference engine instead of the fused one")
+        s.add_argument("--workers", type=int, default=2, help="parallel runs (one thread each on the CPU)")
+        s.add_argument("--engine", choices=ENGINE_CHOICES, default="auto")
+        s.add_argument("--reference", dest="engine", action="store_const", const="reference",
+                       help="same as --engine reference")
+        s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
         s.add_argument("--out", type=Path, required=True)
     t = sub.choices["table1"]
     t.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=TABLE1_METHODS)

@@ -4,13 +4,13 @@ Each cell is one ``TrainConfig`` and one folder. A re-run skips cells whose ``su
 exists and continues an interrupted cell from its checkpoint (bit-identical, see
 ``cdr_fast.training``). Workers are separate processes with one intra-op thread each: on a small
 CPU, two single-threaded LeNet runs side by side finish a grid faster than one run using both
-cores (per-op overhead dominates at batch 32).
+cores (per-op overhead dominates at batch 32). On a CUDA machine the workers share the GPU
+(each cell's config says ``device="auto"``), and each summary records where it ran.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import statistics
 import time
@@ -20,7 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .training import CHECKPOINT, Trainer, TrainConfig
+from ..training import RunFolder, Trainer, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,10 @@ def _run_cell(cell: Cell, folder: str) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    trainer = Trainer(cell.config, Path(folder), progress=False, log=lambda line: None)
-    if (Path(folder) / CHECKPOINT).exists():
+    run = RunFolder(folder)
+    resuming = run.begin(resume=None)
+    trainer = Trainer(cell.config, run, progress=False, log=lambda line: None)
+    if resuming:
         trainer.resume()
     return trainer.fit()
 
@@ -61,9 +63,9 @@ def run_grid(cells: list[Cell], runs_dir: Path, workers: int = 2, log=print) -> 
     summaries: dict[str, dict[str, Any]] = {}
     todo = []
     for cell in cells:
-        summary = runs_dir / cell.name / "summary.json"
-        if summary.exists():
-            summaries[cell.name] = json.loads(summary.read_text())
+        run = RunFolder(runs_dir / cell.name)
+        if run.is_finished():
+            summaries[cell.name] = run.summary()
         else:
             todo.append(cell)
     log(f"grid: {len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run on {workers} workers")

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from cdr_fast import checkpoint
-from cdr_fast.checkpoint import load_checkpoint, save_checkpoint, write_csv_atomic, write_json_atomic
+from cdr_fast import atomic_io
+from cdr_fast.atomic_io import load_checkpoint, save_checkpoint, write_csv_atomic, write_json_atomic
 
 
 def test_round_trip(tmp_path):
@@ -25,7 +25,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
     def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", broken_fsync)
+    monkeypatch.setattr(atomic_io.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"epoch": 2})
     assert path.read_bytes() == before

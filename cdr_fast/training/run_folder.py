@@ -1,0 +1,84 @@
+"""One run's folder and everything written into it, atomically.
+
+    config.json    the settings, written when the run starts
+    metrics.csv    one row per finished epoch
+    checkpoint.pt  everything needed to continue, after every epoch (written before metrics.csv,
+                   so metrics.csv never lists an epoch the checkpoint lacks)
+    summary.json   written when the last epoch is done
+
+``RunFolder.begin`` makes the start-or-resume decision for ``train.py``, the grid and the
+benchmarks alike, with one-line errors for a path that cannot be a folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..atomic_io import load_checkpoint, save_checkpoint, write_csv_atomic, write_json_atomic
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._checkpoint: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_path.is_file()
+
+    def is_finished(self) -> bool:
+        return (self.path / "summary.json").is_file()
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads((self.path / "summary.json").read_text())
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The saved state, read once and kept."""
+        if self._checkpoint is None:
+            self._checkpoint = load_checkpoint(self.checkpoint_path)
+        return self._checkpoint
+
+    def begin(self, resume: bool | None) -> bool:
+        """Decide whether this run resumes (True) or starts (False), and make sure the folder exists.
+
+        ``resume=True`` requires a checkpoint, ``False`` refuses to overwrite one, ``None`` (the
+        grid's way) resumes when there is one. Raises a ValueError with a one-line message.
+        """
+        found = self.has_checkpoint()
+        if resume and not found:
+            raise ValueError(f"nothing to resume: {self.checkpoint_path} does not exist (a run stopped before "
+                             "its first epoch ended saved nothing: start it again without --resume)")
+        if resume is False and found:
+            raise ValueError(f"{self.path} already holds a run; pass --resume to continue it, or choose another --out")
+        self.make()
+        return found
+
+    def make(self) -> None:
+        for parent in [self.path, *self.path.parents]:
+            if parent.exists() and not parent.is_dir():
+                raise ValueError(f"cannot use {self.path} as the run folder: {parent} is a file, not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot create the run folder {self.path}: {err.strerror}") from None
+
+    def write_config(self, settings: dict[str, Any]) -> None:
+        write_json_atomic(self.path / "config.json", settings)
+
+    def save_epoch(self, state: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        save_checkpoint(self.checkpoint_path, state)
+        self._checkpoint = None
+        write_csv_atomic(self.path / "metrics.csv", history)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.path / "summary.json", summary)

@@ -1,0 +1,45 @@
+"""The data protocol of the published CDR code: noise on the whole training set, then 10% held out
+as a *noisy* validation set; the clean test set. Everything lands on the device as whole tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..data import load_dataset, validation_split
+from ..noise import noisify
+from .config import TrainConfig
+
+
+@dataclass
+class NoisySplit:
+    """The noisy training set, its held-out noisy validation part and the clean test set."""
+
+    train_x: Tensor
+    train_y: Tensor  # noisy labels: what the model is trained on
+    train_clean: Tensor
+    val_x: Tensor
+    val_y: Tensor  # noisy too, as in the published protocol
+    test_x: Tensor
+    test_y: Tensor
+    realised_rate: float
+    num_classes: int
+
+
+def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
+    data = load_dataset(config.dataset, config.data_dir)
+    noisy = noisify(
+        data.train_labels, config.noise_type, config.noise_rate, data.num_classes, config.seed,
+        features=data.train_images if config.noise_type == "instance" else None, dataset=config.dataset,
+    )
+    train_idx, val_idx = validation_split(len(noisy.labels), config.val_fraction, config.seed)
+    x, y = data.train_images, noisy.labels
+    return NoisySplit(
+        train_x=x[train_idx].to(device), train_y=y[train_idx].to(device),
+        train_clean=data.train_labels[train_idx].to(device),
+        val_x=x[val_idx].to(device), val_y=y[val_idx].to(device),
+        test_x=data.test_images.to(device), test_y=data.test_labels.to(device),
+        realised_rate=noisy.realised_rate, num_classes=data.num_classes,
+    )
