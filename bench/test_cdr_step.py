@@ -6,8 +6,13 @@ real models' tensor shapes, tau 0.4, momentum 0.9, weight decay 1e-3:
 - ``fused``: ``CDRSGD(fused=True)``: the compiled engine on CPU, the Triton engine on CUDA;
   approximate threshold (exact below 2M scored weights, see cdr_fast/sampling.py);
 - ``fused_exact``: the same with ``exact=True``;
+- ``fused_tau0``: the fused engine with tau = 0 (plain SGD through our flat buffers);
 - ``reference``: the reference engine, a global ``torch.topk`` per step as the published code;
-- ``torch_sgd``: ``torch.optim.SGD(foreach=True)`` on the same parameters (no masking at all).
+- ``torch_sgd`` / ``torch_sgd_fused``: ``torch.optim.SGD`` with ``foreach=True`` / ``fused=True``
+  on the same parameters (no masking at all); ratios are taken against ``torch_sgd``.
+
+``test_exact_threshold_61k`` times the exact k-th largest of 61,706 scores (tau 0.4) on the
+compiled engine against ``numpy.partition``, ``torch.kthvalue`` and ``torch.topk``.
 
     pytest bench/test_cdr_step.py --benchmark-only
 
@@ -52,12 +57,13 @@ def make_params(size: str) -> list[nn.Parameter]:
 
 
 def make_optimizer(kind: str, params):
-    if kind == "torch_sgd":
-        return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3, foreach=True)
+    if kind.startswith("torch_sgd"):
+        variant = {"fused": True} if kind == "torch_sgd_fused" else {"foreach": True}
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3, **variant)
     if kind == "reference":
         return CDRSGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3, tau=0.4)
-    return CDRSGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3, tau=0.4, fused=True,
-                  exact=True if kind == "fused_exact" else None)
+    return CDRSGD(params, lr=0.01, momentum=0.9, weight_decay=1e-3, tau=0.0 if kind == "fused_tau0" else 0.4,
+                  fused=True, exact=True if kind == "fused_exact" else None)
 
 
 def step_fn(opt):
@@ -70,7 +76,7 @@ def step_fn(opt):
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("kind", ["fused", "fused_exact", "reference", "torch_sgd"])
+@pytest.mark.parametrize("kind", ["fused", "fused_exact", "fused_tau0", "reference", "torch_sgd", "torch_sgd_fused"])
 def test_step(benchmark, size, kind):
     params = make_params(size)
     n = sum(p.numel() for p in params)
@@ -82,3 +88,28 @@ def test_step(benchmark, size, kind):
     benchmark.extra_info.update(params=n, engine=opt.engine.name if isinstance(opt, CDRSGD) else "torch")
     record_median(benchmark, f"step {size} {kind}", params=n, bytes_per_param=BYTES_PER_PARAM if "fused" in kind else None)
 
+
+
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="the compiled engine's threshold (on a GPU: the Triton step above)")
+@pytest.mark.parametrize("how", ["compiled", "numpy_partition", "torch_kthvalue", "torch_topk"])
+def test_exact_threshold_61k(benchmark, how):
+    import numpy as np
+
+    from cdr_fast.engines import resolve_engine
+
+    params = make_params("lenet_61k")
+    w = torch.cat([p.detach().flatten() for p in params if p.dim() in (2, 4)])
+    g = torch.cat([p.grad.flatten() for p in params if p.dim() in (2, 4)])
+    n = w.numel()
+    k = int(0.6 * n)
+    thr = torch.zeros(())
+    engine = resolve_engine("compiled", "cpu")
+    run = {
+        "compiled": lambda: engine.threshold(w, g, k, thr, exact=True, seed=0),
+        "numpy_partition": lambda: np.partition((g * w).abs().numpy(), n - k)[n - k],
+        "torch_kthvalue": lambda: torch.kthvalue((g * w).abs(), n - k + 1),
+        "torch_topk": lambda: torch.topk((g * w).abs(), k).values[-1],
+    }[how]
+    run()
+    benchmark.pedantic(run, rounds=300, iterations=1, warmup_rounds=10)
+    record_median(benchmark, f"threshold {how}")

@@ -1,20 +1,21 @@
 """Compiled engine: the CPU twin of the Triton kernels, the same single-pass algorithms in torch ops.
 
 ``torch.compile`` (Inductor) turns the masked update into one vectorised C++ loop over the flat
-buffers. The threshold picks the k-th largest of the scores with ``numpy.partition``
-(introselect: linear time, about 15x faster than ``torch.kthvalue`` on this project's CPU); on
-the CPU there is no device to keep it on. The approximate threshold reads the systematic sample
+buffers. The threshold is the exact k-th largest of the scores (or of the sample), found by a
+radix select in C (``cpu_kernels.c``: the same three-level select as the Triton kernel); below
+``COMPILE_MIN_NUMEL`` parameters the update is that file's C loop too. On the CPU there is no
+device to keep the threshold on. The approximate threshold reads the systematic sample
 of ``cdr_fast.sampling``. The AUX operations are the reference engine's: on the CPU the eager
 gather and ``index_add_`` are already O(batch x classes).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..sampling import VEC, SamplePlan, systematic_plan
+from . import native
 from .reference import ReferenceEngine
 
 
@@ -38,28 +39,6 @@ def _update(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, hyper: T
     return kept
 
 
-def _update_eager(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, n_scored: int, lr: float,
-                  momentum: float, weight_decay: float, rdi_coef: float, clip: float, mask: bool) -> Tensor | None:
-    """``_update`` for small buffers, uncompiled: the same arithmetic in few in-place ops, since eager
-    torch pays per op, not per byte, at this size."""
-    d = torch.mul(w, weight_decay)
-    kept = None
-    if mask:
-        gs = g[:n_scored]
-        keep = (torch.mul(gs, w[:n_scored]).abs_() >= thr).to(w.dtype)
-        d[:n_scored].addcmul_(keep, gs, value=clip)  # + clip * g where kept (torch.where is 10x slower)
-        d[n_scored:].add_(g[n_scored:])
-        kept = keep.sum()
-    else:
-        d.add_(g)
-    if rdi_coef != 0:
-        d.add_(w - w0, alpha=rdi_coef)
-    if momentum != 0:
-        d = buf.mul_(momentum).add_(d)
-    w.add_(d, alpha=-lr)
-    return kept
-
-
 def _sample(w: Tensor, g: Tensor, plan: SamplePlan, seed: int) -> Tensor:
     """The scores of the systematic sample: the VEC-chunk at this step's phase in every whole window.
 
@@ -71,9 +50,9 @@ def _sample(w: Tensor, g: Tensor, plan: SamplePlan, seed: int) -> Tensor:
     return (g[:end].view(shape)[:, phase : phase + VEC] * w[:end].view(shape)[:, phase : phase + VEC]).abs().flatten()
 
 
-# Below this many elements the eager ops win: measured on the project's 2-core CPU, a LeNet-sized
-# pass (61,706 parameters) takes about 0.1 ms eager against 0.14 ms compiled, and a compile costs
-# seconds (about 30 s cold); at 1M parameters it is 7 ms eager against 0.34 ms compiled.
+# Below this many elements the C loop wins: a compiled call pays its guards and wrapper (about
+# 0.1 ms on the project's CPU) and a compile costs seconds (about 30 s cold); above it Inductor's
+# vectorised, multi-threaded loop wins.
 COMPILE_MIN_NUMEL = 2**17
 
 # dynamic=True: one compiled loop serves every buffer size (several optimizers, or a test suite, would
@@ -87,10 +66,10 @@ class CompiledEngine(ReferenceEngine):
 
     def _select(self, w: Tensor, g: Tensor, k: int, thr: Tensor, *, exact: bool, seed: int) -> None:
         plan = systematic_plan(w.numel(), exact)
-        scores = (g * w).abs() if plan.exact else _sample(w, g, plan, seed)
-        values = scores.numpy()
-        k_s = plan.rank(k)
-        thr.fill_(float(np.partition(values, values.size - k_s)[values.size - k_s]))
+        if plan.exact:
+            thr.fill_(native.kth_largest(g, w, k))
+        else:
+            thr.fill_(native.kth_largest(_sample(w, g, plan, seed), None, plan.rank(k)))
 
     def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, clip,
                       mask, compile: bool | None = None) -> None:
@@ -103,7 +82,10 @@ class CompiledEngine(ReferenceEngine):
         if compile:
             hyper = torch.tensor([lr, momentum, weight_decay, rdi_coef, clip], dtype=w.dtype)
             count = _update_compiled(w, g, buf, w0, thr, hyper, n_scored, mask, momentum != 0, rdi_coef != 0)
+            if mask:
+                kept += count.to(kept.dtype)
         else:
-            count = _update_eager(w, g, buf, w0, thr, n_scored, lr, momentum, weight_decay, rdi_coef, clip, mask)
-        if mask:
-            kept += count.to(kept.dtype)
+            count = native.masked_update(w, g, buf, w0, thr.item(), n_scored=n_scored, lr=lr, momentum=momentum,
+                                         weight_decay=weight_decay, rdi_coef=rdi_coef, clip=clip, mask=mask)
+            if mask:
+                kept += count

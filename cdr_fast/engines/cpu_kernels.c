@@ -1,0 +1,162 @@
+/* CPU kernels of the compiled engine, for what Inductor cannot express or pays too much to call:
+ * the exact k-th largest score (a radix select over the float bits) and the masked update of a
+ * small buffer (LeNet size, where a step costs its dispatches, not its bytes).
+ *
+ * Built on first use by cdr_fast/engines/native.py with the system C compiler (the one
+ * torch.compile uses) and called through ctypes. Plain C99, no torch headers.
+ * Compiled with -ffp-contract=off: no fused multiply-adds, so each line rounds like the reference.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline uint32_t bits_of(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+/* The bin holding the k-th largest of a histogram, counted from the top; *k becomes the rank
+ * inside that bin. */
+static int64_t pick_bin(const int64_t *hist, int64_t bins, int64_t *k) {
+    int64_t b = bins - 1;
+    for (; b > 0; --b) {
+        if (hist[b] >= *k) break;
+        *k -= hist[b];
+    }
+    return b;
+}
+
+/* The k-th largest (1 <= k <= n) of n non-negative float bit patterns, which order like the
+ * floats (NaN above +Inf, as in torch.topk): three histogram levels over bits 31..21, 20..10 and
+ * 9..0 spell it exactly. v is compacted in place (destroyed). */
+static uint32_t select_bits(uint32_t *v, int64_t n, int64_t k) {
+    int64_t hist4[4][2048]; /* interleaved: runs of equal values would stall on one counter */
+    int64_t hist[2048];
+    memset(hist4, 0, sizeof hist4);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int j = 0; j < 4; ++j) hist4[j][v[i + j] >> 21]++;
+    for (; i < n; ++i) hist4[0][v[i] >> 21]++;
+    for (int j = 0; j < 2048; ++j) hist[j] = hist4[0][j] + hist4[1][j] + hist4[2][j] + hist4[3][j];
+    uint32_t prefix = (uint32_t)pick_bin(hist, 2048, &k);
+    const int shifts[2] = {10, 0};
+    const uint32_t masks[2] = {2047u, 1023u};
+    int prefix_shift = 21;
+    for (int level = 0; level < 2; ++level) {
+        int64_t m = 0; /* keep the values whose higher digits match: in place, m <= i */
+        for (i = 0; i < n; ++i) { /* branch-free: to a branch predictor the test is a coin flip */
+            v[m] = v[i];
+            m += (v[i] >> prefix_shift) == prefix;
+        }
+        n = m;
+        memset(hist, 0, sizeof hist);
+        for (i = 0; i < n; ++i) hist[(v[i] >> shifts[level]) & masks[level]]++;
+        uint32_t digit = (uint32_t)pick_bin(hist, (int64_t)masks[level] + 1, &k);
+        prefix = (prefix << (level == 0 ? 11 : 10)) | digit;
+        prefix_shift = shifts[level];
+    }
+    return prefix;
+}
+
+static inline uint32_t score_bits(const float *a, const float *b, int64_t i) {
+    return bits_of(fabsf(b ? a[i] * b[i] : a[i]));
+}
+
+enum { SAMPLE_STRIDE = 17, MIN_BANDED = 8192 };
+
+/* The k-th largest (1 <= k <= n) of |a[i] * b[i]|, or of |a[i]| when b is NULL; scratch: n uint32.
+ *
+ * A subsample (every 17th score; odd, so rows of power-of-two width are not read at the same
+ * columns) bounds a band 4.5 standard deviations of its quantile either side of rank k. One pass
+ * counts the scores above the band and gathers those inside it (a few percent), and only the
+ * band is selected from. If rank k falls outside the band after all, the full select runs: the
+ * answer is exact either way, the subsample only decides the work. */
+float cdr_kth_largest(const float *a, const float *b, int64_t n, int64_t k, uint32_t *scratch) {
+    uint32_t answer;
+    if (n >= MIN_BANDED) {
+        int64_t m = 0;
+        for (int64_t i = 0; i < n; i += SAMPLE_STRIDE) scratch[m++] = score_bits(a, b, i);
+        memcpy(scratch + m, scratch, (size_t)m * sizeof *scratch);
+        double q = (double)k / (double)n, centre = q * (double)m;
+        double margin = 4.5 * sqrt(q * (1.0 - q) * (double)m) + 2.0;
+        int64_t upper = (int64_t)floor(centre - margin), lower = (int64_t)ceil(centre + margin);
+        upper = upper < 1 ? 1 : upper;
+        lower = lower > m ? m : lower;
+        uint32_t hi = select_bits(scratch, m, upper), lo = select_bits(scratch + m, m, lower);
+        int64_t above = 0, inside = 0;
+        for (int64_t i = 0; i < n; ++i) { /* branch-free, as in select_bits */
+            uint32_t u = score_bits(a, b, i);
+            above += u > hi;
+            scratch[inside] = u;
+            inside += (u <= hi) & (u >= lo);
+        }
+        if (above < k && k - above <= inside) {
+            answer = select_bits(scratch, inside, k - above);
+            goto done;
+        }
+    }
+    for (int64_t i = 0; i < n; ++i) scratch[i] = score_bits(a, b, i);
+    answer = select_bits(scratch, n, k);
+done:;
+    float out;
+    memcpy(&out, &answer, sizeof out);
+    return out;
+}
+
+/* One specialised, branch-free loop per (mask, momentum, RDI) combination, so that each
+ * vectorises; the flags are compile-time constants after inlining. Returns the kept count. */
+static inline int64_t update_range(float *restrict w, const float *restrict g, float *restrict buf,
+                                   const float *restrict w0, int64_t lo, int64_t hi, float thr, float lr,
+                                   float momentum, float weight_decay, float rdi_coef, float clip,
+                                   const int mask, const int has_momentum, const int has_rdi) {
+    int64_t kept = 0;
+    for (int64_t start = lo; start < hi; start += 1 << 20) { /* int32 counts per chunk: vectorisable */
+        int64_t end = start + (1 << 20) < hi ? start + (1 << 20) : hi;
+        int32_t chunk_kept = 0;
+        for (int64_t i = start; i < end; ++i) {
+            float gi = g[i], wi = w[i], d;
+            if (mask) {
+                int32_t keep = fabsf(gi * wi) >= thr;
+                chunk_kept += keep;
+                d = ((float)keep * clip) * gi + weight_decay * wi;
+            } else {
+                d = gi + weight_decay * wi;
+            }
+            if (has_rdi) d = d + rdi_coef * (wi - w0[i]);
+            if (has_momentum) {
+                d = momentum * buf[i] + d;
+                buf[i] = d;
+            }
+            w[i] = wi - lr * d;
+        }
+        kept += chunk_kept;
+    }
+    return kept;
+}
+
+#define UPDATE(MASK, MOM, RDI) \
+    update_range(w, g, buf, w0, lo, hi, thr, lr, momentum, weight_decay, rdi_coef, clip, MASK, MOM, RDI)
+
+static int64_t update_dispatch(float *w, const float *g, float *buf, const float *w0, int64_t lo, int64_t hi,
+                               float thr, float lr, float momentum, float weight_decay, float rdi_coef, float clip,
+                               int mask) {
+    int mom = momentum != 0.0f, rdi = rdi_coef != 0.0f;
+    if (mask) {
+        if (mom) return rdi ? UPDATE(1, 1, 1) : UPDATE(1, 1, 0);
+        return rdi ? UPDATE(1, 0, 1) : UPDATE(1, 0, 0);
+    }
+    if (mom) return rdi ? UPDATE(0, 1, 1) : UPDATE(0, 1, 0);
+    return rdi ? UPDATE(0, 0, 1) : UPDATE(0, 0, 0);
+}
+
+/* Engine.masked_update over flat buffers (see cdr_fast/engines/base.py); returns the kept count.
+ * The mask multiplies as the published code does: g * ((score >= thr) * clip). */
+int64_t cdr_masked_update(float *w, const float *g, float *buf, const float *w0, int64_t n, int64_t n_scored,
+                          float thr, float lr, float momentum, float weight_decay, float rdi_coef, float clip,
+                          int mask) {
+    int64_t split = mask ? n_scored : 0;
+    int64_t kept = update_dispatch(w, g, buf, w0, 0, split, thr, lr, momentum, weight_decay, rdi_coef, clip, mask);
+    update_dispatch(w, g, buf, w0, split, n, thr, lr, momentum, weight_decay, rdi_coef, clip, 0);
+    return kept;
+}
