@@ -4,7 +4,8 @@
     python train.py --dataset mnist --data-dir ../shared/data/mnist --method cdr --noise-type pairflip
     python train.py --resume --out runs/my-run   # continue an interrupted run exactly
 
-Writes config.json, metrics.csv (one row per epoch), summary.json and an atomic checkpoint.pt to --out.
+Writes config.json, metrics.csv (one row per epoch), summary.json, an atomic checkpoint.pt and, with
+AUX, suspects.csv (the training examples most likely mislabelled first) to --out.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs at which the learning rate is multiplied by --gamma")
     p.add_argument("--gamma", type=non_negative, default=d.gamma, help="learning-rate factor at each milestone")
     p.add_argument("--aux-lambda", type=non_negative, default=d.aux_lambda, help="AUX: logits + lambda * B[i]")
+    p.add_argument("--aux-lr", type=non_negative, default=d.aux_lr,
+                   help="AUX: the table's per-example step size (each visit moves lambda * B[i] by aux_lr * "
+                        "lambda^2 times the example's residual)")
     p.add_argument("--rdi-lambda", type=non_negative, default=d.rdi_lambda, help="RDI: adds lambda^2 (w - w0)")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="cross-entropy, or mse against one-hot targets")
     p.add_argument("--seed", type=int, default=d.seed, help="noise draw, split, initialisation and order")
@@ -153,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ninterrupted during epoch 1: no epoch finished, so nothing was saved in {folder.path}; "
                   "run the same command again to start over", file=sys.stderr)
         else:
-            print(f"\ninterrupted during epoch {trainer.epoch + 1}; epochs 1-{trainer.epoch} are saved. Continue "
+            saved = "epoch 1 is" if trainer.epoch == 1 else f"epochs 1-{trainer.epoch} are"
+            print(f"\ninterrupted during epoch {trainer.epoch + 1}; {saved} saved. Continue "
                   f"with: python train.py --resume --out {folder.path} (epoch {trainer.epoch + 1} restarts "
                   "from its beginning)", file=sys.stderr)
         return 130

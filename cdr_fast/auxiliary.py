@@ -58,13 +58,26 @@ class AuxBias(nn.Module):
     def extra_repr(self) -> str:
         return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}"
 
-    def param_group(self, momentum: float = 0.0, weight_decay: float = 0.0, **options: Any) -> dict[str, Any]:
+    def param_group(self, lr: float | None = None, *, per_example_lr: float | None = None,
+                    batch_size: int | None = None, momentum: float = 0.0, weight_decay: float = 0.0,
+                    **options: Any) -> dict[str, Any]:
         """A param group for ``CDRSGD``: never scored by CDR; plain SGD by default.
 
-        Any other group option (``lr`` for one) may be passed; by default B takes the
-        optimizer's learning rate and follows its schedule. Momentum or weight decay on B make
-        every row move at every step, so the update is then dense (O(n * classes)).
+        The table's step size: with a batch-mean loss, row i's gradient carries a factor
+        1/batch, and the row is visited once per epoch, so at the network's learning rate the
+        offsets barely move (docs/design.md, "AUX's step size"). ``per_example_lr`` and
+        ``batch_size`` set ``lr = per_example_lr * batch_size``: each visit then moves
+        ``lam * B[i]`` by ``per_example_lr * lam**2`` times the example's own residual, as a step
+        on the AUX paper's summed objective would. Without either, B takes ``lr`` (or the
+        optimizer's). Momentum or weight decay on B make every row move at every step, so the
+        update is then dense (O(n * classes)).
         """
+        if per_example_lr is not None or batch_size is not None:
+            if per_example_lr is None or batch_size is None or lr is not None:
+                raise ValueError("pass per_example_lr together with batch_size (and no lr), or lr alone")
+            lr = per_example_lr * batch_size
+        if lr is not None:
+            options["lr"] = lr
         return {"params": [self.weight], "score": False, "momentum": momentum, "weight_decay": weight_decay,
                 "rdi_lambda": 0.0, **options}
 

@@ -74,12 +74,17 @@ def test_interrupted_cell_continues_from_its_checkpoint(tmp_path):
         assert summaries["cell"][key] == expected[key]
 
 
-def test_lambda_command_and_bad_input(tmp_path, capsys):
-    assert experiments.main(["lambda", "--dataset", "mnist-mini", "--epochs", "1", "--milestones", "--lambdas", "1",
-                             "3", "--rates", "0.4", "--workers", "1", "--out", str(tmp_path)]) == 0
-    rows = list(csv.DictReader((tmp_path / "lambda.csv").open()))
-    assert sorted(float(r["aux_lambda"]) for r in rows) == [1.0, 3.0]
-    assert (tmp_path / "fig2_lambda.png").read_bytes()[:4] == b"\x89PNG"
+def test_aux_sweep_command_and_bad_input(tmp_path, capsys):
+    """Two lambdas x two table step sizes of CDR+AUX, and the CDR baseline once: five cells."""
+    assert experiments.main(["aux", "--dataset", "mnist-mini", "--epochs", "1", "--milestones", "--lambdas", "1",
+                             "3", "--aux-lrs", "0.3", "1", "--baselines", "cdr", "--rates", "0.4", "--workers", "1",
+                             "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "aux.csv").open()))
+    swept = sorted((float(r["aux_lambda"]), float(r["aux_lr"])) for r in rows if r["method"] == "cdr_aux")
+    assert swept == [(1.0, 0.3), (1.0, 1.0), (3.0, 0.3), (3.0, 1.0)]
+    assert [r["aux_lambda"] for r in rows if r["method"] == "cdr"] == [""]  # the baseline uses no lambda
+    for png in ("fig2_lambda.png", "aux_lr_sweep.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert experiments.main(["table1", "--rates", "1.5", "--out", str(tmp_path / "bad")]) == 2
     assert "noise rate" in capsys.readouterr().err
 

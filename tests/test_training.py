@@ -171,12 +171,14 @@ def test_cli_resume_after_kill_is_bit_identical(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "train.py", "--epochs", "2", "--reference", "--no-progress", "--out",
-                             str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Batch 4 on the reference engine: the first epoch takes several seconds.
+    proc = subprocess.Popen([sys.executable, "train.py", "--epochs", "2", "--batch-size", "4", "--reference",
+                             "--no-progress", "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (out / "config.json").exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(1.0)  # inside epoch 1
+    time.sleep(0.3)  # inside epoch 1
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -19,15 +19,15 @@ from . import native
 from .reference import ReferenceEngine
 
 
-def _update(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, hyper: Tensor, n_scored: int,
+def _update(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, hyper: Tensor,
             mask: bool, has_momentum: bool, has_rdi: bool) -> Tensor:
-    """``kernels.cdr_step``'s pass in torch ops, written for Inductor to fuse into one loop."""
+    """``kernels.cdr_step``'s pass in torch ops, written for Inductor to fuse into one loop; with
+    ``mask`` every element is scored (the caller passes the scored slice and the rest apart)."""
     lr, momentum, weight_decay, rdi_coef, clip = hyper.unbind()
     kept = torch.zeros((), dtype=torch.int64)
     if mask:
-        scored = torch.arange(w.numel()) < n_scored
-        keep = scored & ((g * w).abs() >= thr)
-        g = torch.where(scored, torch.where(keep, clip * g, 0.0), g)
+        keep = (g * w).abs() >= thr
+        g = (keep * clip) * g  # the published mask: g * ((score >= thr) * clip)
         kept = keep.sum()
     d = g + weight_decay * w
     if has_rdi:
@@ -81,9 +81,15 @@ class CompiledEngine(ReferenceEngine):
             compile = w.numel() >= COMPILE_MIN_NUMEL
         if compile:
             hyper = torch.tensor([lr, momentum, weight_decay, rdi_coef, clip], dtype=w.dtype)
-            count = _update_compiled(w, g, buf, w0, thr, hyper, n_scored, mask, momentum != 0, rdi_coef != 0)
-            if mask:
+            # The scored slice and the rest in two calls: no per-element "is it scored" test.
+            split = n_scored if mask else 0
+            if split:
+                count = _update_compiled(w[:split], g[:split], buf[:split], w0[:split], thr, hyper, True,
+                                         momentum != 0, rdi_coef != 0)
                 kept += count.to(kept.dtype)
+            if split < w.numel():
+                _update_compiled(w[split:], g[split:], buf[split:], w0[split:], thr, hyper, False, momentum != 0,
+                                 rdi_coef != 0)
         else:
             count = native.masked_update(w, g, buf, w0, thr.item(), n_scored=n_scored, lr=lr, momentum=momentum,
                                          weight_decay=weight_decay, rdi_coef=rdi_coef, clip=clip, mask=mask)

@@ -2,8 +2,8 @@
 
     python -m cdr_fast.experiments table1 --dataset mnist --data-dir ../shared/data/mnist \\
         --epochs 10 --milestones 4 8 --out results/mnist
-    python -m cdr_fast.experiments lambda --dataset mnist --data-dir ../shared/data/mnist \\
-        --lambdas 0.3 1 3 10 30 --epochs 10 --milestones 4 8 --out results/mnist-lambda
+    python -m cdr_fast.experiments aux --dataset mnist --data-dir ../shared/data/mnist \\
+        --aux-lrs 0.1 0.3 1 3 --baselines cdr --epochs 20 --milestones 10 20 --out results/mnist-aux
 
 Each command trains every cell it has not finished yet (a re-run resumes), then writes into
 --out: runs/<cell>/ (metrics, summary, checkpoint), the combined CSV, the Markdown table and the
@@ -25,7 +25,7 @@ from ..engines import ENGINE_CHOICES
 from ..noise import NOISE_TYPES
 from ..training import METHODS, TrainConfig
 from .grid import Cell, run_grid
-from .report import (figure_lambda, figure_memorisation, figure_training_curves, seed_comparison_markdown,
+from .report import (figure_aux_sweep, figure_memorisation, figure_training_curves, seed_comparison_markdown,
                      summary_rows, table1_markdown)
 
 TABLE1_METHODS = ["sgd", "cdr", "aux", "cdr_aux"]
@@ -34,7 +34,8 @@ TABLE1_RATES = [0.2, 0.4, 0.7]
 
 
 def cell_name(c: TrainConfig) -> str:
-    return f"{c.dataset}_{c.noise_type}{round(100 * c.noise_rate)}_{c.method}_lam{c.aux_lambda:g}_s{c.seed}"
+    aux = f"_alr{c.aux_lr:g}" if c.parts["aux"] else ""
+    return f"{c.dataset}_{c.noise_type}{round(100 * c.noise_rate)}_{c.method}_lam{c.aux_lambda:g}{aux}_s{c.seed}"
 
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
@@ -56,9 +57,13 @@ def table1_cells(args: argparse.Namespace) -> list[Cell]:
                       seed=args.seeds)
 
 
-def lambda_cells(args: argparse.Namespace) -> list[Cell]:
-    return grid_cells(base_config(args), method=[args.method], noise_type=[args.noise_type], aux_lambda=args.lambdas,
-                      noise_rate=args.rates, seed=args.seeds)
+def aux_cells(args: argparse.Namespace) -> list[Cell]:
+    """Every AUX method at every (lambda, aux_lr); each baseline (a method without AUX) once."""
+    swept = grid_cells(base_config(args), method=args.methods, noise_type=args.noise_types, aux_lambda=args.lambdas,
+                       aux_lr=args.aux_lrs, noise_rate=args.rates, seed=args.seeds)
+    baselines = grid_cells(base_config(args), method=args.baselines, noise_type=args.noise_types,
+                           noise_rate=args.rates, seed=args.seeds)
+    return swept + baselines
 
 
 def finished_runs(runs: Path) -> dict[str, dict]:
@@ -87,17 +92,21 @@ def report_table1(out: Path) -> None:
                                 f"{noise} noise, {round(100 * rate)}%")
 
 
-def report_lambda(out: Path) -> None:
+def report_aux(out: Path) -> None:
     rows = summary_rows(finished_runs(out / "runs"))
-    write_csv_atomic(out / "lambda.csv", rows)
-    figure_lambda(rows, out / "fig2_lambda.png")
+    write_csv_atomic(out / "aux.csv", rows)
+    swept = [r for r in rows if r["aux_lambda"] is not None]
+    baselines = [r for r in rows if r["aux_lambda"] is None]
+    for axis, name in (("aux_lambda", "fig2_lambda.png"), ("aux_lr", "aux_lr_sweep.png")):
+        if len({r[axis] for r in swept}) > 1:
+            figure_aux_sweep(swept, baselines, axis, out / name)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cdr_fast.experiments", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("table1", "lambda"):
+    for name in ("table1", "aux"):
         s = sub.add_parser(name)
         s.add_argument("--dataset", choices=DATASETS, default="mnist")
         s.add_argument("--data-dir", default=None)
@@ -114,16 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.choices["table1"]
     t.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=TABLE1_METHODS)
     t.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=TABLE1_NOISE)
-    lam = sub.choices["lambda"]
-    lam.add_argument("--lambdas", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0, 30.0])
-    lam.add_argument("--method", choices=("aux", "cdr_aux"), default="cdr_aux")
-    lam.add_argument("--noise-type", choices=NOISE_TYPES, default="symmetric")
+    aux = sub.choices["aux"]
+    defaults = TrainConfig()
+    aux.add_argument("--lambdas", type=float, nargs="+", default=[defaults.aux_lambda])
+    aux.add_argument("--aux-lrs", type=float, nargs="+", default=[defaults.aux_lr])
+    aux.add_argument("--methods", nargs="+", choices=("aux", "cdr_aux"), default=["cdr_aux"])
+    aux.add_argument("--baselines", nargs="*", choices=("sgd", "cdr", "rdi", "cdr_rdi"), default=[],
+                     help="methods without AUX to run once per noise type and rate, for comparison")
+    aux.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=["symmetric"])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cells = table1_cells(args) if args.command == "table1" else lambda_cells(args)
+    cells = table1_cells(args) if args.command == "table1" else aux_cells(args)
     try:
         for cell in cells:
             cell.config.validate()
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    (report_table1 if args.command == "table1" else report_lambda)(args.out)
+    (report_table1 if args.command == "table1" else report_aux)(args.out)
     print(f"results in {args.out}")
     return 0
 

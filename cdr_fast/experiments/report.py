@@ -13,16 +13,18 @@ from ..atomic_io import write_bytes_atomic
 
 NOISE_ORDER = ["instance", "asymmetric", "pairflip", "symmetric", "none"]  # the seed report's block order
 METHOD_LABELS = {"sgd": "SGD", "cdr": "CDR", "aux": "AUX", "cdr_aux": "CDR+AUX", "rdi": "RDI", "cdr_rdi": "CDR+RDI"}
-CSV_FIELDS = ("cell", "dataset", "method", "noise_type", "noise_rate", "seed", "epochs", "aux_lambda",
+CSV_FIELDS = ("cell", "dataset", "method", "noise_type", "noise_rate", "seed", "epochs", "aux_lambda", "aux_lr",
               "realised_noise_rate", "best_val_epoch", "best_val_acc", "test_acc_at_best_val", "test_acc_last",
-              "memorised_noisy_last", "epoch_time_s_median")
+              "memorised_noisy_last", "train_acc_noisy_aux_last", "aux_precision", "aux_recall",
+              "small_loss_precision", "small_loss_recall", "epoch_time_s_median", "engine", "device")
 
 
 def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for cell, s in sorted(summaries.items()):
-        row = {"cell": cell, "aux_lambda": s["config"].get("aux_lambda")}
+        row = {"cell": cell, "aux_lambda": s["config"].get("aux_lambda"), "aux_lr": s["config"].get("aux_lr")}
         row.update({k: s[k] for k in CSV_FIELDS if k in s})
+        row.update(s.get("detection") or {})
         rows.append({k: row.get(k) for k in CSV_FIELDS})
     return rows
 
@@ -125,8 +127,9 @@ STYLES = [dict(ls="-", marker="o"), dict(ls="--", marker="s"), dict(ls="-.", mar
 
 
 def figure_training_curves(runs: dict[tuple, Path], path: Path, method: str = "cdr_aux") -> None:
-    """Seed Figure 1: training accuracy on the noisy labels and validation accuracy against epochs,
-    for ``method`` at each noise rate, with the ideal line 1 - rate. Markers keep a one-epoch run
+    """Seed Figure 1: training accuracy on the noisy labels (of f(x), and of f(x) + lam B[i] with
+    AUX) and validation accuracy against epochs, for ``method`` at each noise rate, with the ideal
+    line 1 - rate. Markers keep a one-epoch run
     visible; a method other than CDR+AUX is named in the figure's title."""
     plt = _pyplot()
     rates = sorted(rate for (m, rate) in runs if m == method)
@@ -134,7 +137,10 @@ def figure_training_curves(runs: dict[tuple, Path], path: Path, method: str = "c
     for ax, rate in zip(axes[0], rates):
         metrics = read_metrics(runs[(method, rate)])
         epochs = [m["epoch"] for m in metrics]
-        ax.plot(epochs, [m["train_acc_noisy"] for m in metrics], marker="o", ms=3, label="train (noisy labels)")
+        ax.plot(epochs, [m["train_acc_noisy"] for m in metrics], marker="o", ms=3, label="train f(x) (noisy labels)")
+        if not math.isnan(metrics[0].get("train_acc_noisy_aux", math.nan)):
+            ax.plot(epochs, [m["train_acc_noisy_aux"] for m in metrics], marker="D", ms=3,
+                    label="train f(x) + lam B[i] (noisy labels)")
         ax.plot(epochs, [m["val_acc"] for m in metrics], marker="s", ms=3, label="validation (noisy)")
         ax.plot(epochs, [m["train_acc_clean"] for m in metrics], ":", marker="^", ms=3, label="train (clean labels)")
         ax.axhline(100 * (1 - rate), color="k", ls="--", lw=1, label="ideal: 1 - noise rate")
@@ -166,26 +172,39 @@ def figure_memorisation(runs: dict[str, Path], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def figure_lambda(rows: list[dict[str, Any]], path: Path, metric: str = "test_acc_at_best_val") -> None:
-    """Seed Figure 2: test accuracy against the AUX lambda, one curve per noise rate."""
+AXIS_LABELS = {"aux_lambda": "AUX lambda", "aux_lr": "AUX table step size (aux_lr)"}
+
+
+def figure_aux_sweep(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], axis: str, path: Path,
+                     metric: str = "test_acc_at_best_val") -> None:
+    """Test accuracy against an AUX setting (the seed's Figure 2 for lambda), one curve per noise
+    type and rate; each baseline method (no AUX) is a dashed line of the same colour."""
     plt = _pyplot()
-    by_rate: dict[float, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    curves: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        by_rate[float(r["noise_rate"])][float(r["aux_lambda"])].append(float(r[metric]))
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for rate in sorted(by_rate):
-        lams = sorted(by_rate[rate])
-        means = [statistics.fmean(by_rate[rate][lam]) for lam in lams]
-        ax.plot(lams, means, "o-", label=f"{round(100 * rate)}% noise")
+        curves[(r["method"], r["noise_type"], float(r["noise_rate"]))][float(r[axis])].append(float(r[metric]))
+    flat: dict[tuple, list[float]] = defaultdict(list)
+    for r in baselines:
+        flat[(r["method"], r["noise_type"], float(r["noise_rate"]))].append(float(r[metric]))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for (method, noise, rate), points in sorted(curves.items()):
+        xs = sorted(points)
+        line, = ax.plot(xs, [statistics.fmean(points[x]) for x in xs], "o-", ms=4,
+                        label=f"{METHOD_LABELS[method]}, {noise} {round(100 * rate)}%")
+        for (b_method, b_noise, b_rate), values in flat.items():
+            if (b_noise, b_rate) == (noise, rate):
+                ax.axhline(statistics.fmean(values), color=line.get_color(), ls="--", lw=1,
+                           label=f"{METHOD_LABELS[b_method]}, {noise} {round(100 * rate)}%")
     ax.set_xscale("log")
-    lambdas = sorted({float(r["aux_lambda"]) for r in rows})
-    ax.set_xticks(lambdas, [f"{lam:g}" for lam in lambdas])
+    ticks = sorted({float(r[axis]) for r in rows})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
-    kinds = sorted({(r["method"], r["noise_type"]) for r in rows})
-    ax.set_title(", ".join(f"{METHOD_LABELS[m]}, {n} noise" for m, n in kinds))
-    ax.set_xlabel("AUX lambda")
+    ax.set_xlabel(AXIS_LABELS[axis])
     ax.set_ylabel("test accuracy at best validation (%)")
+    epochs = sorted({int(r["epochs"]) for r in rows})
+    ax.set_title(f"{', '.join(map(str, epochs))} epochs; dashed: without AUX", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=7,
+               frameon=False)
     _save(fig, path)
     plt.close(fig)

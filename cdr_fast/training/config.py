@@ -43,6 +43,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=lambda: [10, 20])
     gamma: float = 0.1
     aux_lambda: float = 1.0
+    aux_lr: float = 1.0  # the AUX table's per-example step size (docs/design.md, "AUX's step size")
     rdi_lambda: float = 0.1
     loss: str = "ce"
     seed: int = 1
@@ -67,7 +68,7 @@ class TrainConfig:
         from dataclasses import asdict
 
         settings = asdict(self)
-        for part, keys in (("aux", ("aux_lambda",)), ("rdi", ("rdi_lambda",)), ("cdr", ("tau",))):
+        for part, keys in (("aux", ("aux_lambda", "aux_lr")), ("rdi", ("rdi_lambda",)), ("cdr", ("tau",))):
             if not self.parts[part]:
                 for key in keys:
                     settings.pop(key)
@@ -92,7 +93,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"invalid {name}: {value!r}; must be a positive integer")
-        for name in ("lr", "weight_decay", "aux_lambda", "rdi_lambda"):
+        for name in ("lr", "weight_decay", "aux_lambda", "aux_lr", "rdi_lambda"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"invalid {name}: {value!r}; must be a finite number >= 0")

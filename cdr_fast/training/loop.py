@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..auxiliary import AuxBias
 from ..data import random_crop_flip
+from ..detect import aux_suspects, precision_recall, small_loss_suspects
 from ..engines import resolve_engine
 from ..models import build_model
 from ..optim import CDRSGD
@@ -78,7 +79,7 @@ class Trainer:
         self.aux: AuxBias | None = None
         if config.parts["aux"]:
             self.aux = AuxBias(shape[0], self.data.num_classes, config.aux_lambda, engine=self.engine).to(self.device)
-            groups.append(self.aux.param_group())
+            groups.append(self.aux.param_group(per_example_lr=config.aux_lr, batch_size=config.batch_size))
         self.optimizer = CDRSGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
             tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if config.parts["rdi"] else 0.0, engine=self.engine,
@@ -137,7 +138,8 @@ class Trainer:
         n = d.train_x.shape[0]
         gen = self._epoch_generator()
         order = torch.randperm(n, generator=gen, device=self.device)
-        predicted = torch.full((n,), -1, dtype=torch.int64, device=self.device)
+        predicted = torch.full((n,), -1, dtype=torch.int64, device=self.device)  # f(x)
+        predicted_aux = torch.full((n,), -1, dtype=torch.int64, device=self.device)  # f(x) + lam * B[i]
         loss_sum = torch.zeros((), device=self.device)
         kept_sum = torch.zeros((), device=self.device)
         steps = math.ceil(n / cfg.batch_size)
@@ -157,6 +159,7 @@ class Trainer:
             predicted[idx] = logits.detach().argmax(1)
             if self.aux is not None:
                 logits = self.aux(logits, idx)
+                predicted_aux[idx] = logits.detach().argmax(1)
             loss = loss_fn(cfg.loss, logits, d.train_y[idx])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -178,6 +181,8 @@ class Trainer:
             "train_loss": loss_sum.item() / steps,
             "train_acc_noisy": 100.0 * (predicted == d.train_y).float().mean().item(),
             "train_acc_clean": 100.0 * (predicted == d.train_clean).float().mean().item(),
+            "train_acc_noisy_aux": (100.0 * (predicted_aux == d.train_y).float().mean().item()
+                                    if self.aux is not None else float("nan")),
             "memorised_noisy": 100.0 * memorised.item() if memorised is not None else float("nan"),
             "kept_pct": 100.0 * kept_sum.item() / steps if cfg.cdr_rate > 0 else float("nan"),
             "val_acc": accuracy(self.model, d.val_x, d.val_y, cfg.eval_batch_size),
@@ -210,8 +215,34 @@ class Trainer:
             self.log(format_epoch(stats, self.config.epochs))
         summary = self.summary()
         if self.folder is not None:
+            if self.aux is not None:
+                self.folder.write_suspects(self.suspect_rows())
             self.folder.write_summary(summary)
         return summary
+
+    def suspect_rows(self) -> list[dict[str, Any]]:
+        """Every training example, most suspect first: its index in the dataset, the given label,
+        the label AUX's offsets argue for, and the score (see ``cdr_fast.detect``)."""
+        d = self.data
+        score, suggested = aux_suspects(self.aux.weight, d.train_y, self.aux.lam)
+        order = score.argsort(descending=True).cpu()
+        columns = (d.train_index[order], d.train_y.cpu()[order], suggested.cpu()[order], score.cpu()[order])
+        return [{"index": int(i), "given_label": int(y), "suggested_label": int(s), "score": round(float(v), 6)}
+                for i, y, s, v in zip(*(c.tolist() for c in columns))]
+
+    def detection(self) -> dict[str, Any]:
+        """Precision and recall of AUX's suspects and of the small-loss criterion, flagging as many
+        examples as the realised noise rate says are mislabelled (synthetic noise: known flips)."""
+        d = self.data
+        noisy = d.train_y != d.train_clean
+        flagged = int(noisy.sum().item())
+        small_loss = small_loss_suspects(self.model, d.train_x, d.train_y, self.config.eval_batch_size)
+        out = {"flagged": flagged}
+        for name, score in (("aux", aux_suspects(self.aux.weight, d.train_y, self.aux.lam).score),
+                            ("small_loss", small_loss.score)):
+            precision, recall = precision_recall(score, noisy, flagged)
+            out[f"{name}_precision"], out[f"{name}_recall"] = precision, recall
+        return out
 
     def summary(self) -> dict[str, Any]:
         cfg, h = self.config, self.history
@@ -237,6 +268,8 @@ class Trainer:
             "test_acc_last": h[-1]["test_acc"],
             "memorised_noisy_last": h[-1]["memorised_noisy"],
             "epoch_time_s_median": statistics.median(s["epoch_time_s"] for s in h),
+            "train_acc_noisy_aux_last": h[-1]["train_acc_noisy_aux"] if self.aux is not None else None,
+            "detection": self.detection() if self.aux is not None and cfg.noise_rate > 0 else None,
             "config": cfg.used_settings(),
         }
 
@@ -244,8 +277,9 @@ class Trainer:
 def format_epoch(s: dict[str, Any], epochs: int) -> str:
     kept = "" if math.isnan(s["kept_pct"]) else f"  kept {s['kept_pct']:5.1f}%"
     mem = "  n/a " if math.isnan(s["memorised_noisy"]) else f"{s['memorised_noisy']:5.1f}%"
+    aux = "" if math.isnan(s["train_acc_noisy_aux"]) else f" (with offsets {s['train_acc_noisy_aux']:5.1f}%)"
     return (
         f"epoch {s['epoch']:>{len(str(epochs))}}/{epochs}  lr {s['lr']:.0e}  loss {s['train_loss']:.4f}  "
-        f"train noisy {s['train_acc_noisy']:5.1f}%  clean {s['train_acc_clean']:5.1f}%  memorised {mem}  "
+        f"train noisy {s['train_acc_noisy']:5.1f}%{aux}  clean {s['train_acc_clean']:5.1f}%  memorised {mem}  "
         f"val {s['val_acc']:5.2f}%  test {s['test_acc']:5.2f}%{kept}  {s['epoch_time_s']:.1f}s"
     )

@@ -5,6 +5,7 @@
     checkpoint.pt  everything needed to continue, after every epoch (written before metrics.csv,
                    so metrics.csv never lists an epoch the checkpoint lacks)
     summary.json   written when the last epoch is done
+    suspects.csv   with AUX: every training example, most likely mislabelled first
 
 ``RunFolder.begin`` makes the start-or-resume decision for ``train.py``, the grid and the
 benchmarks alike, with one-line errors for a path that cannot be a folder.
@@ -79,6 +80,9 @@ class RunFolder:
         save_checkpoint(self.checkpoint_path, state)
         self._checkpoint = None
         write_csv_atomic(self.path / "metrics.csv", history)
+
+    def write_suspects(self, rows: list[dict[str, Any]]) -> None:
+        write_csv_atomic(self.path / "suspects.csv", rows)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.path / "summary.json", summary)

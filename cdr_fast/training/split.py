@@ -19,6 +19,7 @@ class NoisySplit:
 
     train_x: Tensor
     train_y: Tensor  # noisy labels: what the model is trained on
+    train_index: Tensor  # each training example's index in the dataset's training set
     train_clean: Tensor
     val_x: Tensor
     val_y: Tensor  # noisy too, as in the published protocol
@@ -37,7 +38,7 @@ def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
     train_idx, val_idx = validation_split(len(noisy.labels), config.val_fraction, config.seed)
     x, y = data.train_images, noisy.labels
     return NoisySplit(
-        train_x=x[train_idx].to(device), train_y=y[train_idx].to(device),
+        train_x=x[train_idx].to(device), train_y=y[train_idx].to(device), train_index=train_idx,
         train_clean=data.train_labels[train_idx].to(device),
         val_x=x[val_idx].to(device), val_y=y[val_idx].to(device),
         test_x=data.test_images.to(device), test_y=data.test_labels.to(device),
