@@ -87,6 +87,7 @@ def _select_digit_kernel(
     """
     bins = tl.arange(0, BINS)
     h = tl.load(hist_ptr + bins).to(tl.int64)
+    tl.store(hist_ptr + bins, tl.zeros([BINS], dtype=tl.int32))  # zero again for the next call: no memset launch
     total = tl.sum(h, axis=0)
     if FIRST:
         k_left = k + tl.zeros([], dtype=tl.int64)
@@ -117,7 +118,8 @@ def cdr_threshold(w, g, k: int, scratch, hist, state, thr, *, stride: int, n_win
         w, g: flat float32 CUDA (or interpreter) tensors holding the scored parameters and grads.
         k: rank to select among the scores seen, 1 <= k <= their number.
         scratch: float32 buffer of ``scratch_size(n_windows, vec, chunks)`` elements.
-        hist: int32 buffer of ``3 * BINS`` elements; zeroed here.
+        hist: int32 buffer of ``3 * BINS`` elements, zero on entry (allocate it with
+            ``torch.zeros``); each level's select leaves its histogram zero again on return.
         state: int64 buffer of 2 elements.
         thr: float32 0-d tensor, written.
         stride, n_windows, vec: window width, windows read, and the chunk read from each. With
@@ -125,7 +127,6 @@ def cdr_threshold(w, g, k: int, scratch, hist, state, thr, *, stride: int, n_win
         hash_multiplier, seed: place the chunk inside each window (ignored when stride == vec).
     """
     assert k >= 1 and scratch.numel() >= scratch_size(n_windows, vec, chunks)
-    hist.zero_()
     levels = hist.view(len(LEVEL_BITS), BINS)
     grid = (triton.cdiv(n_windows, chunks),)
     _sample_scores_kernel[grid](w, g, w.numel(), n_windows, scratch, levels[0], seed & 0x7FFFFFFF,

@@ -297,3 +297,35 @@ def test_triton_step_is_captured_in_a_cuda_graph(mnist_mini):
     for p, q in zip(list(graphed[0].parameters()) + [graphed[1].weight], list(eager[0].parameters()) +
                     [eager[1].weight]):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_triton_step_launch_budget(monkeypatch, mnist_mini):
+    """At LeNet size a GPU step is launch-bound, so the Triton launches of one cdr_aux step are
+    counted: the radix select (one sampling pass, two refinements, three one-program digit
+    selects; no histogram memset, the selects leave them zero), one update, one AUX row scatter."""
+    import triton
+
+    from cdr_fast.engines import interpreting
+
+    device = engine_device("triton")
+    model, aux, opt = make("triton", 0, "cdr_aux", mnist_mini.train_images.shape[0], device)
+    batches = list(real_batches(mnist_mini, 2, 16, 0, device))
+    train(model, aux, opt, batches[:1])
+    x, y, idx = batches[1]
+    opt.zero_grad()
+    F.cross_entropy(aux(model(x), idx), y).backward()
+    kernel_class = (triton.runtime.interpreter.InterpretedFunction if interpreting()
+                    else triton.runtime.jit.JITFunction)
+    launched = []
+    original = kernel_class.run
+
+    def counting_run(self, *args, **kwargs):
+        launched.append(getattr(self, "__name__", None) or self.fn.__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(kernel_class, "run", counting_run)
+    opt.step()
+    monkeypatch.undo()
+    assert sorted(launched) == sorted(["_sample_scores_kernel", "_refine_histogram_kernel", "_refine_histogram_kernel",
+                                       "_select_digit_kernel", "_select_digit_kernel", "_select_digit_kernel",
+                                       "_cdr_sgd_kernel", "_scatter_add_rows_kernel"]), launched

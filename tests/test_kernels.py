@@ -24,11 +24,12 @@ def radix_threshold(scores_w, scores_g, k, exact=True, seed=0):
     plan = stratified_plan(scores_w.numel(), exact)
     dev = scores_w.device
     scratch = torch.full((cdr_threshold.scratch_size(plan.windows, VEC),), math.nan, device=dev)  # poisoned
-    hist = torch.full((3 * cdr_threshold.BINS,), -7, dtype=torch.int32, device=dev)  # poisoned; zeroed inside
+    hist = torch.zeros((3 * cdr_threshold.BINS,), dtype=torch.int32, device=dev)  # zero on entry, and on return
     state = torch.full((2,), -7, dtype=torch.int64, device=dev)
     thr = torch.tensor(math.nan, device=dev)
     cdr_threshold.cdr_threshold(scores_w, scores_g, plan.rank(k), scratch, hist, state, thr, stride=plan.window,
                                 n_windows=plan.windows, vec=VEC, hash_multiplier=HASH_MULTIPLIER, seed=seed)
+    assert not hist.any(), "the histograms must be left zero for the next call"
     return thr
 
 

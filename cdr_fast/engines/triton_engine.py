@@ -28,7 +28,7 @@ class TritonEngine(Engine):
         if key not in self._scratch:
             self._scratch[key] = (
                 torch.empty(cdr_threshold.scratch_size(plan.windows, VEC), device=device),
-                torch.empty(3 * cdr_threshold.BINS, dtype=torch.int32, device=device),
+                torch.zeros(3 * cdr_threshold.BINS, dtype=torch.int32, device=device),  # kept zero by the kernels
                 torch.empty(2, dtype=torch.int64, device=device),
             )
         return self._scratch[key]
