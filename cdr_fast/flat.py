@@ -19,7 +19,7 @@ alone by the step. If user code replaces a ``.grad``, the step copies the new on
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -98,9 +98,6 @@ class FlatGroup:
         p.register_post_accumulate_grad_hook(mark_fresh)
         self.hooked[i] = True
 
-    def holds(self, p: Tensor) -> bool:
-        return id(p) in self._index
-
     def view(self, buffer: Tensor, p: Tensor) -> Tensor:
         """``p``'s part of a flat buffer, shaped like ``p``."""
         return buffer[self.slices[self._index[id(p)]]].view_as(p)
@@ -130,6 +127,18 @@ class FlatGroup:
             # tell whether backward wrote into the view, so it gets torch's None instead.
             p.grad = view if self.hooked[i] or not set_to_none else None
             self.fresh[i] = not set_to_none  # zeros count as a gradient only when asked for
+
+
+class Span(NamedTuple):
+    """The flat tensors one update runs over (scored elements first), and, for gathered copies,
+    how to write the results back."""
+
+    w: Tensor
+    g: Tensor
+    buf: Tensor
+    w0: Tensor
+    n_scored: int
+    write_back: Callable[[], None] | None
 
 
 class FlatState:
@@ -189,31 +198,32 @@ class FlatState:
     def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor | None, Tensor | None]:
         """One step of every group; returns the threshold and the kept fraction (None if unmasked)."""
         present = [flat.present() if flat is not None else [] for flat in self.flats]
-        if all(all(have) for have in present) and sum(bool(f and f.n_scored) for f in self.flats) <= 1:
-            parts = [self._whole(flat) for flat in self.flats]
-        else:  # some parameter has no gradient, or several groups are scored: gather copies
-            parts = [self._gathered(flat, have) for flat, have in zip(self.flats, present)]
-        taus = {g["tau"] for g, part in zip(self.groups, parts) if part is not None and part["n_scored"]}
+        whole = all(all(have) for have in present) and sum(bool(f and f.n_scored) for f in self.flats) <= 1
+        # Usually every buffer as it is; when some parameter has no gradient this step, or several
+        # groups are scored, copies of what takes part (torch leaves the others alone).
+        spans = [self._whole(flat) if whole else self._gathered(flat, have) for flat, have in zip(self.flats, present)]
+        taus = {g["tau"] for g, span in zip(self.groups, spans) if span is not None and span.n_scored}
         if len(taus) > 1:
             raise ValueError(f"scored param groups must share one tau (the threshold is global); got {sorted(taus)}")
         tau = taus.pop() if taus else 0.0
-        n_scored = sum(part["n_scored"] for part in parts if part is not None)
+        scored = [span for span in spans if span is not None and span.n_scored]
+        n_scored = sum(span.n_scored for span in scored)
         mask = n_scored > 0 and tau > 0
         if mask:
-            scored = [part for part in parts if part is not None and part["n_scored"]]
-            w = scored[0]["w"][: n_scored] if len(scored) == 1 else torch.cat([p["w"][: p["n_scored"]] for p in scored])
-            g = scored[0]["g"][: n_scored] if len(scored) == 1 else torch.cat([p["g"][: p["n_scored"]] for p in scored])
+            w, g = ((scored[0].w[:n_scored], scored[0].g[:n_scored]) if len(scored) == 1 else
+                    (torch.cat([s.w[: s.n_scored] for s in scored]), torch.cat([s.g[: s.n_scored] for s in scored])))
             self.kept.zero_()
             self.engine.threshold(w, g, keep_count(tau, n_scored), self.thr, exact=exact, seed=seed)
-        for group, part, outside in zip(self.groups, parts, self.outside):
-            if part is not None:
+        for group, span, outside in zip(self.groups, spans, self.outside):
+            if span is not None:
+                masked = mask and span.n_scored > 0
                 self.engine.masked_update(
-                    part["w"], part["g"], part["buf"], part["w0"], self.thr, self.kept,
-                    n_scored=part["n_scored"], lr=group["lr"], momentum=group["momentum"],
-                    weight_decay=group["weight_decay"], rdi_coef=rdi_coefficient(group["rdi_lambda"]),
-                    clip=gradient_scale(tau) if mask and part["n_scored"] else 1.0, mask=mask and part["n_scored"] > 0)
-                if "write_back" in part:
-                    part["write_back"]()
+                    span.w, span.g, span.buf, span.w0, self.thr, self.kept, n_scored=span.n_scored, lr=group["lr"],
+                    momentum=group["momentum"], weight_decay=group["weight_decay"],
+                    rdi_coef=rdi_coefficient(group["rdi_lambda"]), clip=gradient_scale(tau) if masked else 1.0,
+                    mask=masked)
+                if span.write_back is not None:
+                    span.write_back()
             for p in outside:
                 self._outside_update(group, state, p)
         if not mask:
@@ -221,15 +231,15 @@ class FlatState:
         return self.thr.clone(), self.kept.float() / n_scored
 
     @staticmethod
-    def _whole(flat: FlatGroup | None) -> dict[str, Any] | None:
+    def _whole(flat: FlatGroup | None) -> Span | None:
         if flat is None:
             return None
         w0 = flat.initial if flat.initial is not None else flat.weights
-        return dict(w=flat.weights, g=flat.grads, buf=flat.momentum, w0=w0, n_scored=flat.n_scored)
+        return Span(flat.weights, flat.grads, flat.momentum, w0, flat.n_scored, None)
 
     @staticmethod
-    def _gathered(flat: FlatGroup | None, have: list[bool]) -> dict[str, Any] | None:
-        """Copies of the parameters that have a gradient (scored first): torch leaves the others alone."""
+    def _gathered(flat: FlatGroup | None, have: list[bool]) -> Span | None:
+        """Copies of the parameters that have a gradient, scored first, and how to write them back."""
         if flat is None or not any(have):
             return None
         slices = [s for s, h in zip(flat.slices, have) if h]
@@ -245,7 +255,7 @@ class FlatState:
                 flat.momentum[s] = buf[offset : offset + n]
                 offset += n
 
-        return dict(w=w, g=g, buf=buf, w0=w0, n_scored=n_scored, write_back=write_back)
+        return Span(w, g, buf, w0, n_scored, write_back)
 
     def _outside_update(self, group: dict[str, Any], state: dict, p: Tensor) -> None:
         """A parameter outside the flat buffers (the AUX table): row-sparse SGD, O(batch x classes)."""
