@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from cdr_fast.data import DATASETS, DatasetError
+from cdr_fast.data import DATASETS, USER_DATASETS, DatasetError
 from cdr_fast.engines import ENGINE_CHOICES
 from cdr_fast.models import MODELS
 from cdr_fast.noise import NOISE_TYPES
@@ -37,6 +37,10 @@ def rate(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"{text} is outside [0, 1)")
     return value
+
+
+def rate_or_auto(text: str) -> float | str:
+    return "auto" if text == "auto" else rate(text)
 
 
 def positive_int(text: str) -> int:
@@ -61,13 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--method", choices=tuple(METHODS), default=d.method, help="what to train with")
-    p.add_argument("--noise-type", choices=NOISE_TYPES, default=d.noise_type, help="synthetic label noise")
+    p.add_argument("--noise-type", choices=NOISE_TYPES, default=None,
+                   help=f"synthetic label noise (default: {d.noise_type}; none for --dataset "
+                        f"{' and '.join(USER_DATASETS)}, whose labels are taken as given)%(default).0s")
     # "%(default).0s" prints nothing: it only stops the formatter from appending "(default: None)".
     p.add_argument("--noise-rate", type=rate, default=None,
                    help=f"fraction of labels flipped (default: {d.noise_rate}; 0 with --noise-type none)%(default).0s")
-    p.add_argument("--tau", type=rate, default=None, help="CDR rate (default: the noise rate)%(default).0s")
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="mnist-mini is embedded in the package")
-    p.add_argument("--data-dir", default=None, help="folder with the dataset files (torchvision or raw IDX layout)")
+    p.add_argument("--tau", type=rate_or_auto, default=None,
+                   help="CDR rate in [0, 1), or 'auto' to estimate the noise rate from the noisy data "
+                        "(default: the noise rate)%(default).0s")
+    p.add_argument("--tau-warmup-epochs", type=positive_int, default=d.tau_warmup_epochs,
+                   help="with --tau auto: epochs of plain SGD on the noisy labels before the estimate")
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
+                   help="mnist-mini is embedded in the package; folder and npz are your own data (see README)")
+    p.add_argument("--data-dir", default=None,
+                   help="the dataset's files: a folder (torchvision or raw IDX layout; train/ and test/ class "
+                        "folders for --dataset folder), or the .npz file for --dataset npz")
     p.add_argument("--model", choices=MODELS, default=d.model, help="network")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs to train")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="examples per step")
@@ -99,20 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
 CONFIG_FLAGS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("val_fraction", "eval_batch_size")]
 
 
-def config_from_args(args: argparse.Namespace, defaults: argparse.Namespace, folder: RunFolder) -> TrainConfig:
-    """The run's config: the flags, or on --resume the checkpoint's settings plus any flag given."""
-    if args.resume:
+def config_from_args(args: argparse.Namespace, defaults: argparse.Namespace, resume_from: RunFolder | None
+                     ) -> TrainConfig:
+    """The run's config: the flags, or on resume the checkpoint's settings plus any flag given."""
+    if resume_from is not None:
         given = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) != getattr(defaults, k)}
-        return TrainConfig(**{**folder.checkpoint()["config"], **given})
+        return TrainConfig(**{**resume_from.checkpoint()["config"], **given})
     values = {k: getattr(args, k) for k in CONFIG_FLAGS}
+    if values["noise_type"] is None:  # your own data comes with its noise; the built-in sets get some
+        values["noise_type"] = "none" if args.dataset in USER_DATASETS else TrainConfig.noise_type
     if values["noise_rate"] is None:
-        values["noise_rate"] = 0.0 if args.noise_type == "none" else TrainConfig.noise_rate
+        values["noise_rate"] = 0.0 if values["noise_type"] == "none" else TrainConfig.noise_rate
     return TrainConfig(**values)
 
 
-def default_out(args: argparse.Namespace) -> Path:
-    rate_pct = round(100 * (args.noise_rate if args.noise_rate is not None else TrainConfig.noise_rate))
-    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}_{args.dataset}_{args.method}_{args.noise_type}{rate_pct}_s{args.seed}"
+def default_out(config: TrainConfig) -> Path:
+    return Path("runs") / (f"{time.strftime('%Y%m%d-%H%M%S')}_{config.dataset}_{config.method}_{config.noise_type}"
+                           f"{round(100 * config.noise_rate)}_s{config.seed}")
 
 
 # ---------------------------------------------------------------- the run
@@ -122,19 +138,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.resume and args.out is None:
         parser.error("--resume needs --out DIR, the folder of the run to continue")
-    folder = RunFolder(args.out or default_out(args))
-
+    defaults = parser.parse_args([])
     try:
         if args.resume:
+            folder = RunFolder(args.out)
             folder.begin(resume=True)
-        config = config_from_args(args, parser.parse_args([]), folder)
+            config = config_from_args(args, defaults, folder)
+        else:
+            config = config_from_args(args, defaults, None)
+            folder = RunFolder(args.out or default_out(config))
         trainer = Trainer(config, folder, progress=not args.no_progress)  # validates, loads the data
-        if not args.resume:
-            folder.begin(resume=False)
         if args.resume:
             trainer.resume()
             print(f"resuming {folder.path} after epoch {trainer.epoch}/{config.epochs}")
         else:
+            folder.begin(resume=False)
             folder.write_config(dataclasses.asdict(config))
     except (ValueError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -144,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{config.method} on {config.dataset} ({d.train_x.shape[0]} train / {d.val_x.shape[0]} noisy val / "
         f"{d.test_x.shape[0]} test), {config.noise_type} noise {config.noise_rate:.0%} "
-        f"(realised {d.realised_rate:.1%}), tau {config.cdr_rate}, engine {trainer.engine.name}, "
+        f"(realised {d.realised_rate:.1%}), tau {'auto' if config.estimates_tau else config.cdr_rate}, "
+        f"engine {trainer.engine.name}, "
         f"device {trainer.device}, out {folder.path}"
     )
     try:

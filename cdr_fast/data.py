@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-DATASETS = ("mnist-mini", "mnist", "fashion-mnist", "cifar10")
+BUILT_IN = ("mnist-mini", "mnist", "fashion-mnist", "cifar10")
+USER_DATASETS = ("folder", "npz")  # your own data: labels as given (cdr_fast.user_data)
+DATASETS = (*BUILT_IN, *USER_DATASETS)
 
 # Per-channel (mean, std) used to normalise inputs, as in the published CDR code.
 NORMALISATION = {
@@ -70,10 +72,17 @@ class DatasetError(ValueError):
 class Dataset:
     name: str
     train_images: Tensor  # (n, C, H, W) float32, normalised
-    train_labels: Tensor  # (n,) int64
+    train_labels: Tensor  # (n,) int64, as given: clean for the built-in sets, possibly noisy for yours
     test_images: Tensor
     test_labels: Tensor
     num_classes: int
+    # The true training labels where known: the built-in sets' own labels; for your data, the
+    # npz's optional train_clean_labels; None when unknown.
+    train_clean_labels: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.name in BUILT_IN and self.train_clean_labels is None:
+            self.train_clean_labels = self.train_labels
 
 
 def normalise(images: np.ndarray, name: str) -> Tensor:
@@ -215,6 +224,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
     if name == "mnist-mini":
         return load_mnist_mini()
+    if name in USER_DATASETS:
+        from .user_data import load_user_dataset
+
+        return load_user_dataset(name, data_dir)
     if name == "cifar10":
         return load_cifar10(data_dir)
     return load_idx_dataset(name, data_dir)

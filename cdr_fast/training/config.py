@@ -31,7 +31,8 @@ class TrainConfig:
     method: str = "cdr_aux"
     noise_type: str = "symmetric"
     noise_rate: float = 0.4
-    tau: float | None = None  # CDR rate; None means the noise rate
+    tau: float | str | None = None  # CDR rate; None means the noise rate, "auto" estimates it
+    tau_warmup_epochs: int = 3  # with tau "auto": epochs of plain SGD before the estimate
     dataset: str = "mnist-mini"
     data_dir: str | None = None
     model: str = "lenet"
@@ -57,9 +58,14 @@ class TrainConfig:
         return METHODS[self.method]
 
     @property
+    def estimates_tau(self) -> bool:
+        return self.parts["cdr"] and self.tau == "auto"
+
+    @property
     def cdr_rate(self) -> float:
-        """The tau the optimizer uses: 0 for methods without CDR."""
-        if not self.parts["cdr"]:
+        """The tau the optimizer starts with: 0 for methods without CDR, and with tau "auto" until
+        the estimate replaces it (``Trainer.estimate_noise``)."""
+        if not self.parts["cdr"] or self.tau == "auto":
             return 0.0
         return self.noise_rate if self.tau is None else self.tau
 
@@ -68,6 +74,8 @@ class TrainConfig:
         from dataclasses import asdict
 
         settings = asdict(self)
+        if not self.estimates_tau:
+            settings.pop("tau_warmup_epochs")
         for part, keys in (("aux", ("aux_lambda", "aux_lr")), ("rdi", ("rdi_lambda",)), ("cdr", ("tau",))):
             if not self.parts[part]:
                 for key in keys:
@@ -84,12 +92,15 @@ class TrainConfig:
         check_rate(self.noise_rate, "noise rate")
         if self.noise_type == "none" and self.noise_rate != 0:
             raise ValueError(f"noise type 'none' takes noise rate 0; got {self.noise_rate}")
-        if self.tau is not None:
+        if self.tau == "auto":
+            if not self.parts["cdr"]:
+                raise ValueError(f"tau 'auto' estimates CDR's rate, but method {self.method!r} has no CDR")
+        elif self.tau is not None:
             check_rate(self.tau, "tau")
         elif self.parts["cdr"] and self.noise_rate == 0:
-            raise ValueError(f"method {self.method!r} with noise rate 0 needs an explicit tau: CDR's rate "
-                             "defaults to the noise rate, and tau 0 would train plain SGD")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+            raise ValueError(f"method {self.method!r} with noise rate 0 needs an explicit tau (a rate, or 'auto' to "
+                             "estimate it): CDR's rate defaults to the noise rate, and tau 0 would train plain SGD")
+        for name in ("epochs", "batch_size", "eval_batch_size", "tau_warmup_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"invalid {name}: {value!r}; must be a positive integer")

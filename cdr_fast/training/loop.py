@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..auxiliary import AuxBias
 from ..data import random_crop_flip
 from ..detect import aux_suspects, precision_recall, small_loss_suspects
+from ..estimate import NoiseEstimate, estimate_noise, warm_up_probabilities
 from ..engines import resolve_engine
 from ..models import build_model
 from ..optim import CDRSGD
@@ -87,6 +88,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
+        self.noise_estimate: NoiseEstimate | None = None  # with tau "auto"
         self.augment = config.dataset == "cifar10"
 
     # ---------------------------------------------------------------- checkpoints
@@ -101,6 +103,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "history": self.history,
+            "noise_estimate": self.noise_estimate._asdict() if self.noise_estimate is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -121,10 +124,31 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
         self.history = list(state["history"])
+        if state.get("noise_estimate") is not None:  # the optimizer's state already holds its tau
+            self.noise_estimate = NoiseEstimate(**state["noise_estimate"])
 
     def resume(self) -> None:
         """Continue from the folder's checkpoint."""
         self.load_state_dict(self.folder.checkpoint())
+
+    # ---------------------------------------------------------------- tau "auto"
+
+    def estimate_noise(self) -> NoiseEstimate:
+        """Warm a fresh network up on the noisy labels, estimate the noise rate from its
+        probabilities (``cdr_fast.estimate``) and make it CDR's tau. The main network and its
+        data order are untouched: the warm-up uses a model and a generator of its own."""
+        cfg, d = self.config, self.data
+        shape = d.train_x.shape
+        torch.manual_seed(cfg.seed + 1)
+        warm = build_model(cfg.model, shape[1], d.num_classes, shape[-1]).to(self.device)
+        probs = warm_up_probabilities(warm, d.train_x, d.train_y, epochs=cfg.tau_warmup_epochs,
+                                      batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+                                      weight_decay=cfg.weight_decay, seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
+        self.noise_estimate = estimate_noise(probs, d.train_y)
+        tau = min(self.noise_estimate.rate, 0.99)  # tau must stay below 1
+        for group in self.optimizer.param_groups:
+            group["tau"] = tau
+        return self.noise_estimate
 
     # ---------------------------------------------------------------- training
 
@@ -173,18 +197,22 @@ class Trainer:
         train_time = time.perf_counter() - t0
         self._check_finite(loss_sum.item() / steps)
 
-        noisy_mask = d.train_y != d.train_clean
-        memorised = (predicted[noisy_mask] == d.train_y[noisy_mask]).float().mean() if noisy_mask.any() else None
+        memorised = None
+        if d.train_clean is not None:
+            noisy_mask = d.train_y != d.train_clean
+            if noisy_mask.any():
+                memorised = (predicted[noisy_mask] == d.train_y[noisy_mask]).float().mean()
         stats = {
             "epoch": self.epoch + 1,
             "lr": lr,
             "train_loss": loss_sum.item() / steps,
             "train_acc_noisy": 100.0 * (predicted == d.train_y).float().mean().item(),
-            "train_acc_clean": 100.0 * (predicted == d.train_clean).float().mean().item(),
+            "train_acc_clean": (100.0 * (predicted == d.train_clean).float().mean().item()
+                                if d.train_clean is not None else float("nan")),
             "train_acc_noisy_aux": (100.0 * (predicted_aux == d.train_y).float().mean().item()
                                     if self.aux is not None else float("nan")),
             "memorised_noisy": 100.0 * memorised.item() if memorised is not None else float("nan"),
-            "kept_pct": 100.0 * kept_sum.item() / steps if cfg.cdr_rate > 0 else float("nan"),
+            "kept_pct": 100.0 * kept_sum.item() / steps if self.optimizer.param_groups[0]["tau"] > 0 else float("nan"),
             "val_acc": accuracy(self.model, d.val_x, d.val_y, cfg.eval_batch_size),
             "test_acc": accuracy(self.model, d.test_x, d.test_y, cfg.eval_batch_size),
             "train_time_s": train_time,
@@ -206,6 +234,12 @@ class Trainer:
         """Train the remaining epochs, saving each to the run folder; returns the summary."""
         if self.folder is not None:
             self.folder.make()
+        if self.config.estimates_tau and self.noise_estimate is None:
+            estimate = self.estimate_noise()
+            self.log(f"estimated noise rate {estimate.rate:.3f} after {self.config.tau_warmup_epochs} warm-up epochs: "
+                     f"tau = {self.optimizer.param_groups[0]['tau']:.3f}")
+            if self.folder is not None:
+                self.folder.write_transition(estimate.transition)
         while self.epoch < self.config.epochs:
             stats = self.train_epoch()
             self.epoch += 1
@@ -252,7 +286,8 @@ class Trainer:
             "noise_type": cfg.noise_type,
             "noise_rate": cfg.noise_rate,
             "realised_noise_rate": self.data.realised_rate,
-            "tau": cfg.cdr_rate,
+            "tau": self.optimizer.param_groups[0]["tau"],
+            "estimated_noise_rate": self.noise_estimate.rate if self.noise_estimate is not None else None,
             "dataset": cfg.dataset,
             "model": cfg.model,
             "epochs": cfg.epochs,
@@ -269,7 +304,7 @@ class Trainer:
             "memorised_noisy_last": h[-1]["memorised_noisy"],
             "epoch_time_s_median": statistics.median(s["epoch_time_s"] for s in h),
             "train_acc_noisy_aux_last": h[-1]["train_acc_noisy_aux"] if self.aux is not None else None,
-            "detection": self.detection() if self.aux is not None and cfg.noise_rate > 0 else None,
+            "detection": self.detection() if self.aux is not None and self.data.realised_rate > 0 else None,
             "config": cfg.used_settings(),
         }
 
@@ -278,8 +313,9 @@ def format_epoch(s: dict[str, Any], epochs: int) -> str:
     kept = "" if math.isnan(s["kept_pct"]) else f"  kept {s['kept_pct']:5.1f}%"
     mem = "  n/a " if math.isnan(s["memorised_noisy"]) else f"{s['memorised_noisy']:5.1f}%"
     aux = "" if math.isnan(s["train_acc_noisy_aux"]) else f" (with offsets {s['train_acc_noisy_aux']:5.1f}%)"
+    clean = "  n/a " if math.isnan(s["train_acc_clean"]) else f"{s['train_acc_clean']:5.1f}%"
     return (
         f"epoch {s['epoch']:>{len(str(epochs))}}/{epochs}  lr {s['lr']:.0e}  loss {s['train_loss']:.4f}  "
-        f"train noisy {s['train_acc_noisy']:5.1f}%{aux}  clean {s['train_acc_clean']:5.1f}%  memorised {mem}  "
+        f"train noisy {s['train_acc_noisy']:5.1f}%{aux}  clean {clean}  memorised {mem}  "
         f"val {s['val_acc']:5.2f}%  test {s['test_acc']:5.2f}%{kept}  {s['epoch_time_s']:.1f}s"
     )

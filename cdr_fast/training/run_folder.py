@@ -6,6 +6,7 @@
                    so metrics.csv never lists an epoch the checkpoint lacks)
     summary.json   written when the last epoch is done
     suspects.csv   with AUX: every training example, most likely mislabelled first
+    transition_estimated.csv   with tau "auto": the estimated noise transition matrix
 
 ``RunFolder.begin`` makes the start-or-resume decision for ``train.py``, the grid and the
 benchmarks alike, with one-line errors for a path that cannot be a folder.
@@ -80,6 +81,11 @@ class RunFolder:
         save_checkpoint(self.checkpoint_path, state)
         self._checkpoint = None
         write_csv_atomic(self.path / "metrics.csv", history)
+
+    def write_transition(self, matrix) -> None:
+        """Row i: the estimated distribution of the noisy label of class i."""
+        rows = [{"class": i, **{f"p{j}": round(float(v), 6) for j, v in enumerate(row)}} for i, row in enumerate(matrix)]
+        write_csv_atomic(self.path / "transition_estimated.csv", rows)
 
     def write_suspects(self, rows: list[dict[str, Any]]) -> None:
         write_csv_atomic(self.path / "suspects.csv", rows)

@@ -20,12 +20,12 @@ class NoisySplit:
     train_x: Tensor
     train_y: Tensor  # noisy labels: what the model is trained on
     train_index: Tensor  # each training example's index in the dataset's training set
-    train_clean: Tensor
+    train_clean: Tensor | None  # the true labels, where known (None for your own data without them)
     val_x: Tensor
     val_y: Tensor  # noisy too, as in the published protocol
     test_x: Tensor
     test_y: Tensor
-    realised_rate: float
+    realised_rate: float  # the share of training labels that differ from the clean ones (NaN if unknown)
     num_classes: int
 
 
@@ -35,12 +35,14 @@ def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
         data.train_labels, config.noise_type, config.noise_rate, data.num_classes, config.seed,
         features=data.train_images if config.noise_type == "instance" else None, dataset=config.dataset,
     )
+    clean = data.train_clean_labels
     train_idx, val_idx = validation_split(len(noisy.labels), config.val_fraction, config.seed)
     x, y = data.train_images, noisy.labels
     return NoisySplit(
         train_x=x[train_idx].to(device), train_y=y[train_idx].to(device), train_index=train_idx,
-        train_clean=data.train_labels[train_idx].to(device),
+        train_clean=clean[train_idx].to(device) if clean is not None else None,
         val_x=x[val_idx].to(device), val_y=y[val_idx].to(device),
         test_x=data.test_images.to(device), test_y=data.test_labels.to(device),
-        realised_rate=noisy.realised_rate, num_classes=data.num_classes,
+        realised_rate=(y != clean).double().mean().item() if clean is not None else float("nan"),
+        num_classes=data.num_classes,
     )

@@ -1,0 +1,85 @@
+"""The noise rate and the transition matrix, estimated from the noisy data alone.
+
+CDR's tau is the noise rate, which nobody knows on real data. The anchor-point estimator
+(Patrini et al., CVPR 2017; the published CDR code ships it as ``fit`` in its tools but never
+calls it):
+
+1. Train a network briefly on the noisy labels (``warm_up_probabilities``: a few epochs of plain
+   SGD, before it memorises), and take its predicted distribution p(.|x) on every training
+   example: an estimate of the *noisy* posterior.
+2. For each class i, the anchor is the example with the highest p(i|x) below the 97th
+   percentile of p(i|.) (the highest ones are often outliers); its predicted distribution is row
+   i of T, since for an example surely of class i, p(noisy label j | x) = T_ij.
+3. The noise rate is ``1 - sum_i pi_i T_ii``, with pi the noisy class priors.
+
+The estimate needs the network's probabilities to be calibrated on the anchors. It is good when
+each class keeps a clear majority of its own label (symmetric and pairflip noise at 20-40%), and
+it fails, as it must, where a noisy label is the majority of a class (pairflip at 70%: the
+anchors then describe the flipped class) or where the noise touches a few classes only
+(asymmetric: the rate over all examples is small, and anchor errors on the untouched classes
+weigh as much as the flips).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ANCHOR_QUANTILE = 0.97
+
+
+class NoiseEstimate(NamedTuple):
+    rate: float  # estimated fraction of flipped labels
+    transition: Tensor  # (c, c): row i is the estimated distribution of the noisy label of class i
+
+
+def anchor_transition(probs: Tensor, quantile: float = ANCHOR_QUANTILE) -> Tensor:
+    """Row i: the predicted distribution of the example with the highest p(i|x) at or below the
+    ``quantile`` of p(i|.) over all examples. ``probs``: (n, c) rows summing to 1."""
+    if probs.dim() != 2 or probs.shape[0] == 0:
+        raise ValueError(f"probs must be a non-empty (examples, classes) matrix; got shape {tuple(probs.shape)}")
+    probs = probs.double()
+    rows = []
+    for i in range(probs.shape[1]):
+        column = probs[:, i]
+        cut = torch.quantile(column, quantile, interpolation="higher")
+        robust = torch.where(column >= cut, torch.zeros_like(column), column) if quantile < 1 else column
+        rows.append(probs[robust.argmax()])
+    return torch.stack(rows)
+
+
+def estimate_noise(probs: Tensor, noisy_labels: Tensor, quantile: float = ANCHOR_QUANTILE) -> NoiseEstimate:
+    """The noise rate and transition matrix from predicted probabilities and the noisy labels."""
+    if noisy_labels.shape != probs.shape[:1]:
+        raise ValueError(f"noisy_labels must have shape ({probs.shape[0]},); got {tuple(noisy_labels.shape)}")
+    transition = anchor_transition(probs, quantile)
+    c = probs.shape[1]
+    priors = torch.bincount(noisy_labels.cpu(), minlength=c).double() / noisy_labels.numel()
+    rate = float(1.0 - (priors * transition.diagonal().cpu()).sum())
+    return NoiseEstimate(min(max(rate, 0.0), 1.0), transition.float().cpu())
+
+
+def warm_up_probabilities(model: nn.Module, images: Tensor, labels: Tensor, *, epochs: int, batch_size: int,
+                          lr: float, momentum: float, weight_decay: float, seed: int,
+                          eval_batch_size: int = 256) -> Tensor:
+    """Train ``model`` (in place) for ``epochs`` epochs of plain SGD on the noisy labels, then return
+    its softmax probabilities on ``images`` (n, c)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    gen = torch.Generator(device=images.device).manual_seed(seed)
+    n = images.shape[0]
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=gen, device=images.device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([F.softmax(model(images[i : i + eval_batch_size]), 1)
+                          for i in range(0, n, eval_batch_size)])

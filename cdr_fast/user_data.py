@@ -1,0 +1,146 @@
+"""Your own data: an image-folder tree or an npz file, with its labels taken as given.
+
+    --dataset folder --data-dir DIR    DIR/train/<class>/<image>, DIR/test/<class>/<image>
+                                       (class folders named alike in both; sorted names give the
+                                       class indices, as torchvision's ImageFolder does)
+    --dataset npz --data-dir FILE      arrays train_images, train_labels, test_images,
+                                       test_labels, and optionally train_clean_labels
+
+Images: (n, H, W), (n, H, W, C) or (n, C, H, W) arrays of uint8 (0-255) or floats (0-1); image
+files are decoded once, with Pillow, at load time. Everything is normalised per channel with the
+training set's mean and standard deviation and then lives on the device like the built-in sets.
+
+The labels are taken as they are, noisy or not; synthetic noise is added only if asked for.
+Clean labels, where an npz has them, feed the clean-label metrics and the detector's scores.
+Anything malformed is a ``DatasetError`` naming the file or the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data import Dataset, DatasetError
+
+NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def load_user_dataset(name: str, data_dir: str | Path | None) -> Dataset:
+    if data_dir is None:
+        what = "the npz file" if name == "npz" else "the folder holding train/ and test/"
+        raise DatasetError(f"--dataset {name} needs --data-dir: {what}")
+    return load_npz(Path(data_dir)) if name == "npz" else load_folder(Path(data_dir))
+
+
+def _as_nchw(images: np.ndarray, where: str) -> np.ndarray:
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise DatasetError(f"{where}: images must be (n, H, W), (n, H, W, C) or (n, C, H, W) with C 1 or 3; "
+                           f"got shape {images.shape}")
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    if not np.issubdtype(images.dtype, np.floating):
+        raise DatasetError(f"{where}: images must be uint8 or float; got {images.dtype}")
+    return images.astype(np.float32)
+
+
+def _normalised(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor]:
+    mean = train.mean(axis=(0, 2, 3), keepdims=True)
+    std = train.std(axis=(0, 2, 3), keepdims=True) + 1e-8
+    return torch.from_numpy((train - mean) / std), torch.from_numpy((test - mean) / std)
+
+
+def _labels(values: np.ndarray, where: str, n: int) -> np.ndarray:
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise DatasetError(f"{where}: labels must be a 1-d integer array; got {values.dtype} of shape {values.shape}")
+    if values.shape[0] != n:
+        raise DatasetError(f"{where}: {values.shape[0]} labels for {n} images")
+    if values.size and values.min() < 0:
+        raise DatasetError(f"{where}: label {int(values.min())} is negative; labels must be 0 .. classes - 1")
+    return values.astype(np.int64)
+
+
+def load_npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such npz file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as err:  # noqa: BLE001 - anything numpy cannot read is a bad file
+        raise DatasetError(f"{path}: cannot be read as npz ({type(err).__name__}: {err})") from None
+    missing = [k for k in NPZ_KEYS if k not in arrays]
+    if missing:
+        raise DatasetError(f"{path}: missing array(s) {', '.join(missing)}; an npz dataset holds {', '.join(NPZ_KEYS)} "
+                           "and optionally train_clean_labels")
+    train_x = _as_nchw(arrays["train_images"], f"{path}[train_images]")
+    test_x = _as_nchw(arrays["test_images"], f"{path}[test_images]")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DatasetError(f"{path}: train_images are {train_x.shape[1:]} but test_images {test_x.shape[1:]}")
+    train_y = _labels(arrays["train_labels"], f"{path}[train_labels]", len(train_x))
+    test_y = _labels(arrays["test_labels"], f"{path}[test_labels]", len(test_x))
+    clean = None
+    if "train_clean_labels" in arrays:
+        clean = _labels(arrays["train_clean_labels"], f"{path}[train_clean_labels]", len(train_x))
+    num_classes = int(max(a.max(initial=0) for a in (train_y, test_y, clean) if a is not None)) + 1
+    if len(train_x) == 0:
+        raise DatasetError(f"{path}[train_images]: no training images")
+    train_t, test_t = _normalised(train_x, test_x)
+    return Dataset("npz", train_t, torch.from_numpy(train_y), test_t, torch.from_numpy(test_y), num_classes,
+                   torch.from_numpy(clean) if clean is not None else None)
+
+
+def _read_split(folder: Path, classes: list[str] | None) -> tuple[list[np.ndarray], list[int], list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: missing; a folder dataset holds train/<class>/ and test/<class>/ image folders")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if classes is None:
+        classes = found
+        if not classes:
+            raise DatasetError(f"{folder}: no class folders")
+    elif set(found) - set(classes):
+        raise DatasetError(f"{folder}: class folder(s) {sorted(set(found) - set(classes))} are not in train/")
+    images, labels, mode, size = [], [], None, None
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if (folder / name).is_dir() else []
+        if not files and folder.name == "train":
+            raise DatasetError(f"{folder / name}: empty class folder (no images ending in "
+                               f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        for file in files:
+            try:
+                with Image.open(file) as img:
+                    mode = mode or ("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+                    array = np.asarray(img.convert(mode))
+            except (UnidentifiedImageError, OSError) as err:
+                raise DatasetError(f"{file}: not a readable image ({err})") from None
+            if size is None:
+                size = array.shape
+            elif array.shape != size:
+                raise DatasetError(f"{file}: image of shape {array.shape}, but the others are {size}")
+            images.append(array)
+            labels.append(label)
+    return images, labels, classes
+
+
+def load_folder(root: Path) -> Dataset:
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder")
+    train_images, train_labels, classes = _read_split(root / "train", None)
+    test_images, test_labels, _ = _read_split(root / "test", classes)
+    if not test_images:
+        raise DatasetError(f"{root / 'test'}: no test images")
+    train_x = _as_nchw(np.stack(train_images), str(root / "train"))
+    test_x = _as_nchw(np.stack(test_images), str(root / "test"))
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DatasetError(f"{root}: train images are {train_x.shape[1:]} but test images {test_x.shape[1:]}")
+    train_t, test_t = _normalised(train_x, test_x)
+    return Dataset("folder", train_t, torch.tensor(train_labels), test_t, torch.tensor(test_labels), len(classes))

@@ -1,0 +1,134 @@
+"""Your own data (folder tree and npz), made as a user would by scripts/make_example_datasets.py
+from mnist-mini, trained end to end; and bad files, each a one-line error naming the culprit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import train as cli
+from cdr_fast.data import DatasetError, load_dataset
+from conftest import REPO
+
+TINY = REPO / "tests" / "data"
+
+
+def test_npz_keeps_its_labels_and_clean_labels():
+    data = load_dataset("npz", TINY / "tiny.npz")
+    with np.load(TINY / "tiny.npz") as z:
+        assert (data.train_labels.numpy() == z["train_labels"]).all()
+        assert (data.train_clean_labels.numpy() == z["train_clean_labels"]).all()
+        assert data.train_images.shape == (300, 1, 28, 28) and data.test_images.shape == (100, 1, 28, 28)
+        assert (z["train_labels"] != z["train_clean_labels"]).mean() > 0.25  # the example is noisy
+    assert data.num_classes == 10
+    assert abs(data.train_images.mean().item()) < 1e-4 and abs(data.train_images.std().item() - 1) < 1e-2
+
+
+def test_folder_labels_are_the_folders():
+    """The folder tree holds the npz's training images, each filed under its (noisy) label: the
+    same (label, image) pairs come back, in another order."""
+    folder = load_dataset("folder", TINY / "tiny_folder")
+    npz = load_dataset("npz", TINY / "tiny.npz")
+    assert folder.train_clean_labels is None and folder.num_classes == 10
+
+    def pairs(data):  # both are normalised with the same training-set statistics
+        sums = data.train_images.flatten(1).double().sum(1)
+        return sorted(zip(data.train_labels.tolist(), [round(v, 3) for v in sums.tolist()]))
+
+    assert pairs(folder) == pairs(npz)
+
+
+@pytest.mark.parametrize("dataset,path,flags", [
+    ("npz", TINY / "tiny.npz", ["--method", "cdr", "--tau", "auto", "--tau-warmup-epochs", "2"]),
+    ("folder", TINY / "tiny_folder", ["--method", "cdr_aux", "--tau", "0.3"]),
+])
+def test_trains_end_to_end(tmp_path, dataset, path, flags):
+    out = tmp_path / "run"
+    code = cli.main(["--dataset", dataset, "--data-dir", str(path), *flags, "--epochs", "2", "--batch-size", "16",
+                     "--no-progress", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["noise_type"] == "none"  # labels as given: no synthetic noise on top
+    if dataset == "npz":  # clean labels known: the realised rate and the estimate are real numbers
+        assert abs(summary["realised_noise_rate"] - 95 / 300) < 0.05
+        assert 0.0 <= summary["estimated_noise_rate"] < 1.0 and summary["tau"] == summary["estimated_noise_rate"]
+        assert (out / "transition_estimated.csv").read_text().startswith("class,p0,")
+    else:  # no clean labels: the clean-label metrics are unknown, not invented
+        assert summary["realised_noise_rate"] != summary["realised_noise_rate"]  # NaN
+        assert (out / "suspects.csv").read_text().startswith("index,given_label,suggested_label,score")
+
+
+def bad_npz(tmp_path, **changes):
+    with np.load(TINY / "tiny.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda tmp: bad_npz(tmp, train_labels=None), "missing array(s) train_labels"),
+    (lambda tmp: bad_npz(tmp, train_labels=np.full(300, -1)), "[train_labels]: label -1 is negative"),
+    (lambda tmp: bad_npz(tmp, test_labels=np.zeros(99, dtype=np.int64)), "[test_labels]: 99 labels for 100 images"),
+    (lambda tmp: bad_npz(tmp, train_images=np.zeros((300, 5), dtype=np.uint8)), "[train_images]: images must be"),
+    (lambda tmp: (tmp / "x.npz").write_bytes(b"not a zip") and tmp / "x.npz", "cannot be read as npz"),
+])
+def test_bad_npz_files_are_named(tmp_path, capsys, make, message):
+    path = make(tmp_path)
+    assert cli.main(["--dataset", "npz", "--data-dir", str(path), "--method", "sgd", "--no-progress", "--out",
+                     str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def copy_folder(tmp_path):
+    root = tmp_path / "tree"
+    shutil.copytree(TINY / "tiny_folder", root)
+    return root
+
+
+def corrupt_image(root):
+    victim = next((root / "train" / "4").glob("*.png"))
+    victim.write_bytes(b"\x89PNG broken")
+    return victim
+
+
+def empty_class(root):
+    shutil.rmtree(root / "train" / "7")
+    (root / "train" / "7").mkdir()
+    return root / "train" / "7"
+
+
+def odd_size(root):
+    from PIL import Image
+
+    victim = next((root / "test" / "2").glob("*.png"))
+    Image.new("L", (20, 20)).save(victim)
+    return victim
+
+
+@pytest.mark.parametrize("damage,message", [(corrupt_image, "not a readable image"), (empty_class, "empty class folder"),
+                                            (odd_size, "image of shape (20, 20)")])
+def test_bad_folders_are_named(tmp_path, capsys, damage, message):
+    root = copy_folder(tmp_path)
+    culprit = damage(root)
+    assert cli.main(["--dataset", "folder", "--data-dir", str(root), "--method", "sgd", "--no-progress", "--out",
+                     str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(culprit) in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_data_dir_and_missing_tau_are_explained(capsys):
+    with pytest.raises(DatasetError, match="needs --data-dir"):
+        load_dataset("npz", None)
+    # CDR on data with no synthetic noise has no rate to default to: say so, and offer 'auto'.
+    assert cli.main(["--dataset", "npz", "--data-dir", str(TINY / "tiny.npz"), "--method", "cdr"]) == 2
+    assert "'auto'" in capsys.readouterr().err
