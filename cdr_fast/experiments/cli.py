@@ -100,6 +100,13 @@ def report_aux(out: Path) -> None:
     for axis, name in (("aux_lambda", "fig2_lambda.png"), ("aux_lr", "aux_lr_sweep.png")):
         if len({r[axis] for r in swept}) > 1:
             figure_aux_sweep(swept, baselines, axis, out / name)
+    # The seed's Figure 1 at the default settings, one panel per rate.
+    default = TrainConfig()
+    at_default = [r for r in swept if r["method"] == "cdr_aux" and r["aux_lambda"] == default.aux_lambda
+                  and r["aux_lr"] == default.aux_lr and r["seed"] == min(x["seed"] for x in swept)]
+    for noise in sorted({r["noise_type"] for r in at_default}):
+        curves = {("cdr_aux", r["noise_rate"]): out / "runs" / r["cell"] for r in at_default if r["noise_type"] == noise}
+        figure_training_curves(curves, out / f"fig1_{noise}.png")
 
 
 def build_parser() -> argparse.ArgumentParser:

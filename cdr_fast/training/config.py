@@ -44,7 +44,7 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=lambda: [10, 20])
     gamma: float = 0.1
     aux_lambda: float = 1.0
-    aux_lr: float = 1.0  # the AUX table's per-example step size (docs/design.md, "AUX's step size")
+    aux_lr: float = 0.3  # the AUX table's per-example step size (docs/design.md, "AUX's step size")
     rdi_lambda: float = 0.1
     loss: str = "ce"
     seed: int = 1
