@@ -64,12 +64,21 @@ _update_compiled = torch.compile(_update, dynamic=True, fullgraph=True)
 class CompiledEngine(ReferenceEngine):
     name = "compiled"
 
+    def __init__(self) -> None:
+        self._scratch = torch.empty(0, dtype=torch.int32)  # the select's work space, grown once: no per-step allocation
+
+    def _scratch_for(self, n: int) -> Tensor:
+        if self._scratch.numel() < n:
+            self._scratch = torch.empty(n, dtype=torch.int32)
+        return self._scratch
+
     def _select(self, w: Tensor, g: Tensor, k: int, thr: Tensor, *, exact: bool, seed: int) -> None:
         plan = systematic_plan(w.numel(), exact)
         if plan.exact:
-            thr.fill_(native.kth_largest(g, w, k))
+            thr.fill_(native.kth_largest(g, w, k, self._scratch_for(w.numel())))
         else:
-            thr.fill_(native.kth_largest(_sample(w, g, plan, seed), None, plan.rank(k)))
+            sample = _sample(w, g, plan, seed)
+            thr.fill_(native.kth_largest(sample, None, plan.rank(k), self._scratch_for(sample.numel())))
 
     def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, clip,
                       mask, compile: bool | None = None) -> None:

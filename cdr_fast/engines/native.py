@@ -57,9 +57,10 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-def kth_largest(a: Tensor, b: Tensor | None, k: int) -> float:
-    """The exact k-th largest of ``|a * b|`` (of ``|a|`` when b is None): contiguous float32 CPU tensors."""
-    scratch = torch.empty(a.numel(), dtype=torch.int32)
+def kth_largest(a: Tensor, b: Tensor | None, k: int, scratch: Tensor) -> float:
+    """The exact k-th largest of ``|a * b|`` (of ``|a|`` when b is None): contiguous float32 CPU tensors.
+    ``scratch``: at least ``a.numel()`` int32 elements, overwritten."""
+    assert scratch.dtype == torch.int32 and scratch.numel() >= a.numel()
     return library().cdr_kth_largest(a.data_ptr(), None if b is None else b.data_ptr(), a.numel(), k,
                                      scratch.data_ptr())
 
