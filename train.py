@@ -3,6 +3,7 @@
     python train.py --fused                      # defaults: LeNet, mnist-mini, cdr_aux, 40% symmetric
     python train.py --dataset mnist --data-dir ../shared/data/mnist --method cdr --noise-type pairflip
     python train.py --resume --out runs/my-run   # continue an interrupted run exactly
+    torchrun --standalone --nproc_per_node=2 train.py --out runs/two   # one run across 2 processes
 
 Writes config.json, metrics.csv (one row per epoch), summary.json, an atomic checkpoint.pt and, with
 AUX, suspects.csv (the training examples most likely mislabelled first) to --out.
@@ -11,16 +12,20 @@ AUX, suspects.csv (the training examples most likely mislabelled first) to --out
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
+import os
 import sys
 import time
 from pathlib import Path
 
 from cdr_fast.data import DATASETS, USER_DATASETS, DatasetError
+from cdr_fast.distributed import Distributed
 from cdr_fast.engines import ENGINE_CHOICES
 from cdr_fast.models import MODELS
 from cdr_fast.noise import NOISE_TYPES
-from cdr_fast.training import LOSSES, METHODS, RunFolder, Trainer, TrainConfig, TrainingDiverged
+from cdr_fast.training import LOSSES, METHODS, RunFolder, Trainer, TrainConfig, TrainingDiverged, resolve_device
 
 
 # ---------------------------------------------------------------- flags
@@ -74,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=rate_or_auto, default=None,
                    help="CDR rate in [0, 1), or 'auto' to estimate the noise rate from the noisy data "
                         "(default: the noise rate)%(default).0s")
-    p.add_argument("--tau-warmup-epochs", type=positive_int, default=d.tau_warmup_epochs,
-                   help="with --tau auto: epochs of plain SGD on the noisy labels before the estimate")
+    p.add_argument("--tau-warmup-steps", type=positive_int, default=d.tau_warmup_steps,
+                   help="with --tau auto: steps of plain SGD on the noisy labels before the estimate (a bound in "
+                        "steps, not epochs: longer warm-ups memorise and the estimate falls; see README)")
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
                    help="mnist-mini is embedded in the package; folder and npz are your own data (see README)")
     p.add_argument("--data-dir", default=None,
@@ -133,55 +139,94 @@ def default_out(config: TrainConfig) -> Path:
 
 # ---------------------------------------------------------------- the run
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.resume and args.out is None:
-        parser.error("--resume needs --out DIR, the folder of the run to continue")
-    defaults = parser.parse_args([])
-    try:
-        if args.resume:
-            folder = RunFolder(args.out)
+def quiet_unless(main_rank: bool) -> contextlib.ExitStack:
+    """Under torchrun every rank parses the same flags; only rank 0 prints argparse's messages."""
+    stack = contextlib.ExitStack()
+    if not main_rank:
+        sink = io.StringIO()
+        stack.enter_context(contextlib.redirect_stdout(sink))
+        stack.enter_context(contextlib.redirect_stderr(sink))
+    return stack
+
+
+def prepare_run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distributed) -> tuple[Trainer, RunFolder]:
+    """The config, the run folder (rank 0 decides its name) and the trainer, resumed if asked.
+    Every failure is a ValueError or DatasetError with a one-line message."""
+    if args.resume:
+        folder = RunFolder(args.out)
+        if dist.is_main:
             folder.begin(resume=True)
-            config = config_from_args(args, defaults, folder)
-        else:
-            config = config_from_args(args, defaults, None)
-            folder = RunFolder(args.out or default_out(config))
-        trainer = Trainer(config, folder, progress=not args.no_progress)  # validates, loads the data
-        if args.resume:
-            trainer.resume()
-            print(f"resuming {folder.path} after epoch {trainer.epoch}/{config.epochs}")
-        else:
-            folder.begin(resume=False)
-            folder.write_config(dataclasses.asdict(config))
+        config = config_from_args(args, defaults, folder)
+    else:
+        config = config_from_args(args, defaults, None)
+        folder = RunFolder(args.out or dist.broadcast_object(str(default_out(config)) if dist.is_main else None))
+    trainer = Trainer(config, folder, progress=not args.no_progress, dist=dist)  # validates, loads the data
+    if args.resume:
+        trainer.load_state_dict(folder.checkpoint())  # every rank reads the same file
+    elif dist.is_main:
+        folder.begin(resume=False)
+        folder.write_config(dataclasses.asdict(config))
+    return trainer, folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    parser = build_parser()
+    with quiet_unless(main_rank):
+        args = parser.parse_args(argv)
+        if args.resume and args.out is None:
+            parser.error("--resume needs --out DIR, the folder of the run to continue")
+    defaults = parser.parse_args([])
+    say = print if main_rank else (lambda *a, **k: None)
+    try:
+        dist = Distributed.from_env(use_cuda=resolve_device(args.device).type == "cuda")
+    except ValueError as err:
+        say(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return run(args, defaults, dist, say)
+    finally:
+        dist.close()
+
+
+def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distributed, say) -> int:
+    error = None
+    try:
+        trainer, folder = prepare_run(args, defaults, dist)
     except (ValueError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        error = str(err)
+    error = dist.first_error(error)  # every rank learns whether any rank failed, and stops together
+    if error is not None:
+        say(f"error: {error}", file=sys.stderr)
         return 2
 
-    d = trainer.data
-    print(
+    config, d = trainer.config, trainer.data
+    if args.resume:
+        say(f"resuming {folder.path} after epoch {trainer.epoch}/{config.epochs}")
+    processes = f", {dist.world_size} processes" if dist.enabled else ""
+    say(
         f"{config.method} on {config.dataset} ({d.train_x.shape[0]} train / {d.val_x.shape[0]} noisy val / "
         f"{d.test_x.shape[0]} test), {config.noise_type} noise {config.noise_rate:.0%} "
         f"(realised {d.realised_rate:.1%}), tau {'auto' if config.estimates_tau else config.cdr_rate}, "
-        f"engine {trainer.engine.name}, "
-        f"device {trainer.device}, out {folder.path}"
+        f"engine {trainer.engine.name}, device {trainer.device}{processes}, out {folder.path}"
     )
     try:
         summary = trainer.fit()
     except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
+        say(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        launcher = f"torchrun --nproc_per_node={dist.world_size} train.py" if dist.enabled else "python train.py"
         if trainer.epoch == 0:
-            print(f"\ninterrupted during epoch 1: no epoch finished, so nothing was saved in {folder.path}; "
-                  "run the same command again to start over", file=sys.stderr)
+            say(f"\ninterrupted during epoch 1: no epoch finished, so nothing was saved in {folder.path}; "
+                "run the same command again to start over", file=sys.stderr)
         else:
             saved = "epoch 1 is" if trainer.epoch == 1 else f"epochs 1-{trainer.epoch} are"
-            print(f"\ninterrupted during epoch {trainer.epoch + 1}; {saved} saved. Continue "
-                  f"with: python train.py --resume --out {folder.path} (epoch {trainer.epoch + 1} restarts "
-                  "from its beginning)", file=sys.stderr)
+            say(f"\ninterrupted during epoch {trainer.epoch + 1}; {saved} saved. Continue "
+                f"with: {launcher} --resume --out {folder.path} (epoch {trainer.epoch + 1} restarts "
+                "from its beginning)", file=sys.stderr)
         return 130
-    print(
+    say(
         f"done: best val {summary['best_val_acc']:.2f}% at epoch {summary['best_val_epoch']}; "
         f"test {summary['test_acc_at_best_val']:.2f}% there, {summary['test_acc_last']:.2f}% at the last epoch; "
         f"median epoch {summary['epoch_time_s_median']:.2f}s; results in {folder.path}"

@@ -76,6 +76,7 @@ class AuxBias(nn.Module):
             if per_example_lr is None or batch_size is None or lr is not None:
                 raise ValueError("pass per_example_lr together with batch_size (and no lr), or lr alone")
             lr = per_example_lr * batch_size
+            options["batch_size"] = batch_size  # the global batch: under torch.distributed, rows per rank
         if lr is not None:
             options["lr"] = lr
         return {"params": [self.weight], "score": False, "momentum": momentum, "weight_decay": weight_decay,

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .cdr_rule import gradient_scale, keep_count, rdi_coefficient
+from .distributed import SINGLE, Distributed
 from .engines import Engine
 
 ALIGN = 16
@@ -102,9 +103,11 @@ class FlatGroup:
         """``p``'s part of a flat buffer, shaped like ``p``."""
         return buffer[self.slices[self._index[id(p)]]].view_as(p)
 
-    def present(self) -> list[bool]:
+    def present(self, replicated: bool = False) -> list[bool]:
         """Which parameters have a gradient this step (torch's ``p.grad is not None``); a ``.grad``
-        that user code replaced is copied into the flat gradient first."""
+        that user code replaced is copied into the flat gradient first. ``replicated``: the
+        gradient is about to be averaged over ranks, which must agree without asking each other,
+        so every parameter with a gradient view counts (its zeros, if this rank produced none)."""
         have = []
         for i, (p, view) in enumerate(zip(self.params, self.grad_views)):
             self._hook(i)
@@ -112,7 +115,7 @@ class FlatGroup:
             if g is None:
                 have.append(False)
             elif g is view or (g.data_ptr() == view.data_ptr() and g.shape == view.shape):
-                have.append(self.fresh[i])
+                have.append(self.fresh[i] or replicated)
             else:
                 view.copy_(g.to_dense() if g.is_sparse else g)
                 p.grad = view
@@ -150,11 +153,12 @@ class FlatState:
             w0) entries become views into the flat buffers.
         engine: computes the threshold and the update.
         is_scored: whether CDR ranks a parameter of a group.
+        dist: the ranks whose gradients each step averages (``cdr_fast.distributed``).
     """
 
     def __init__(self, groups: list[dict[str, Any]], state: dict, engine: Engine,
-                 is_scored: Callable[[dict[str, Any], Tensor], bool]) -> None:
-        self.groups, self.engine = groups, engine
+                 is_scored: Callable[[dict[str, Any], Tensor], bool], dist: Distributed = SINGLE) -> None:
+        self.groups, self.engine, self.dist = groups, engine, dist
         self.flats: list[FlatGroup | None] = []
         self.outside: list[list[Tensor]] = []  # sparse-gradient parameters (the AUX table)
         for group in groups:
@@ -197,7 +201,10 @@ class FlatState:
 
     def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor | None, Tensor | None]:
         """One step of every group; returns the threshold and the kept fraction (None if unmasked)."""
-        present = [flat.present() if flat is not None else [] for flat in self.flats]
+        present = [flat.present(self.dist.enabled) if flat is not None else [] for flat in self.flats]
+        for flat in self.flats:
+            if flat is not None:
+                self.dist.all_reduce_mean_(flat.grads)  # one collective per group, on the buffer we step on
         whole = all(all(have) for have in present) and sum(bool(f and f.n_scored) for f in self.flats) <= 1
         # Usually every buffer as it is; when some parameter has no gradient this step, or several
         # groups are scored, copies of what takes part (torch leaves the others alone).
@@ -257,14 +264,27 @@ class FlatState:
 
         return Span(w, g, buf, w0, n_scored, write_back)
 
+    def _rows_per_rank(self, group: dict[str, Any], idx: Tensor) -> int:
+        """The padded row count of the all-gather: from the group's global ``batch_size``
+        (``AuxBias.param_group`` records it), else this rank's rows (then every rank must hold as
+        many, as with equal local batches)."""
+        batch_size = group.get("batch_size")
+        return self.dist.max_shard(batch_size) if batch_size else idx.numel()
+
     def _outside_update(self, group: dict[str, Any], state: dict, p: Tensor) -> None:
         """A parameter outside the flat buffers (the AUX table): row-sparse SGD, O(batch x classes)."""
         g = p.grad
         if g is None:
             return
         if g.is_sparse and group["momentum"] == 0 and group["weight_decay"] == 0 and group["rdi_lambda"] == 0:
-            self.engine.aux_row_update(p.data, g._indices()[0], g._values(), -group["lr"])
+            idx, rows = g._indices()[0], g._values()
+            if self.dist.enabled:  # every rank applies every rank's rows: the tables stay identical
+                idx, rows = self.dist.all_gather_rows(idx, rows, self._rows_per_rank(group, idx))
+            self.engine.aux_row_update(p.data, idx, rows, -group["lr"] / self.dist.world_size)
             return
+        if self.dist.enabled:
+            raise ValueError("under torch.distributed a table with momentum, weight decay or RDI would need a dense "
+                             f"all-reduce of {p.numel()} elements per step; give it plain SGD (AuxBias.param_group)")
         # Momentum, decay or RDI move every row at every step: the update is dense.
         st = state[p]
         if group["momentum"] != 0:

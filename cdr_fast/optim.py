@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .distributed import SINGLE, Distributed
 from .engines import Engine, engine_name, resolve_engine
 from .flat import FlatState
 
@@ -58,6 +59,13 @@ class CDRSGD(Optimizer):
         fused: torch's spelling: True is ``engine="auto"``, False ``"reference"`` (the default).
         exact: the exact top-k threshold. The fused engines estimate it by default (see
             ``cdr_fast.sampling`` for the bound); the reference engine is always exact.
+        process_group: data-parallel training under torch.distributed (``dist.group.WORLD`` or
+            another group; None: this process alone). Each step first averages the flat gradient
+            across the group in one all-reduce, and the sparse AUX rows by an all-gather, so every
+            rank takes the same step (the same threshold included) on replicated state. Use it
+            *instead of* wrapping the model in DDP (which would reduce twice); docs/design.md,
+            "Beyond one device". Every parameter that requires grad counts as having a gradient
+            (zero where no rank produced one), as under DDP.
 
     Per-group options: ``lr``, ``momentum``, ``weight_decay``, ``tau``, ``rdi_lambda`` and
     ``score``: None (default) scores the group's ``dim() in (2, 4)`` tensors (conv and linear
@@ -82,6 +90,7 @@ class CDRSGD(Optimizer):
         engine: str | Engine | None = None,
         fused: bool | None = None,
         exact: bool | None = None,
+        process_group: Any = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, tau=tau, rdi_lambda=rdi_lambda,
                         score=None)
@@ -90,6 +99,7 @@ class CDRSGD(Optimizer):
         if exact is False and self.engine.name == "reference":
             raise ValueError("exact=False (approximate threshold) needs a fused engine; the reference engine is exact")
         self.exact = (self.engine.name == "reference") if exact is None else exact
+        self.dist = Distributed.of_group(process_group) if process_group is not None else SINGLE
         self.last_threshold: Tensor | None = None
         self.last_kept_fraction: Tensor | None = None
         self._flat: FlatState | None = None  # built at the first step, when the gradients are known
@@ -126,7 +136,7 @@ class CDRSGD(Optimizer):
                 loss = closure()
         if self._flat is None:
             self._check_scored_grads()
-            self._flat = FlatState(self.param_groups, self.state, self.engine, self.is_scored)
+            self._flat = FlatState(self.param_groups, self.state, self.engine, self.is_scored, self.dist)
         seed = self._counter.get(STEP_KEY, 0)
         self.last_threshold, self.last_kept_fraction = self._flat.step(self.state, exact=self.exact, seed=seed)
         self._counter[STEP_KEY] = seed + 1

@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES,
                         default=["symmetric", "pairflip", "asymmetric", "instance"])
     parser.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.4, 0.7])
-    parser.add_argument("--warmup-epochs", type=int, default=TrainConfig.tau_warmup_epochs)
+    parser.add_argument("--warmup-steps", type=int, default=TrainConfig.tau_warmup_steps)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -35,14 +35,14 @@ def main() -> None:
     for noise in args.noise_types:
         for rate in args.rates:
             start = time.perf_counter()
-            config = TrainConfig(method="cdr", tau="auto", tau_warmup_epochs=args.warmup_epochs, dataset=args.dataset,
+            config = TrainConfig(method="cdr", tau="auto", tau_warmup_steps=args.warmup_steps, dataset=args.dataset,
                                  data_dir=args.data_dir, noise_type=noise, noise_rate=rate, seed=args.seed)
             trainer = Trainer(config, None, progress=False, log=lambda s: None)
             estimate = trainer.estimate_noise()
             realised = trainer.data.realised_rate
             rows.append({"dataset": args.dataset, "noise_type": noise, "noise_rate": rate,
                          "realised_rate": round(realised, 4), "estimated_rate": round(estimate.rate, 4),
-                         "error": round(estimate.rate - realised, 4), "warmup_epochs": args.warmup_epochs,
+                         "error": round(estimate.rate - realised, 4), "warmup_steps": args.warmup_steps,
                          "seconds": round(time.perf_counter() - start, 1)})
             print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

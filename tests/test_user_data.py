@@ -42,7 +42,7 @@ def test_folder_labels_are_the_folders():
 
 
 @pytest.mark.parametrize("dataset,path,flags", [
-    ("npz", TINY / "tiny.npz", ["--method", "cdr", "--tau", "auto", "--tau-warmup-epochs", "2"]),
+    ("npz", TINY / "tiny.npz", ["--method", "cdr", "--tau", "auto", "--tau-warmup-steps", "20"]),
     ("folder", TINY / "tiny_folder", ["--method", "cdr_aux", "--tau", "0.3"]),
 ])
 def test_trains_end_to_end(tmp_path, dataset, path, flags):

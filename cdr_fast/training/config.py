@@ -32,7 +32,7 @@ class TrainConfig:
     noise_type: str = "symmetric"
     noise_rate: float = 0.4
     tau: float | str | None = None  # CDR rate; None means the noise rate, "auto" estimates it
-    tau_warmup_epochs: int = 3  # with tau "auto": epochs of plain SGD before the estimate
+    tau_warmup_steps: int = 1500  # with tau "auto": plain-SGD steps before the estimate (docs/design.md)
     dataset: str = "mnist-mini"
     data_dir: str | None = None
     model: str = "lenet"
@@ -75,7 +75,7 @@ class TrainConfig:
 
         settings = asdict(self)
         if not self.estimates_tau:
-            settings.pop("tau_warmup_epochs")
+            settings.pop("tau_warmup_steps")
         for part, keys in (("aux", ("aux_lambda", "aux_lr")), ("rdi", ("rdi_lambda",)), ("cdr", ("tau",))):
             if not self.parts[part]:
                 for key in keys:
@@ -100,7 +100,7 @@ class TrainConfig:
         elif self.parts["cdr"] and self.noise_rate == 0:
             raise ValueError(f"method {self.method!r} with noise rate 0 needs an explicit tau (a rate, or 'auto' to "
                              "estimate it): CDR's rate defaults to the noise rate, and tau 0 would train plain SGD")
-        for name in ("epochs", "batch_size", "eval_batch_size", "tau_warmup_epochs"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "tau_warmup_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"invalid {name}: {value!r}; must be a positive integer")

@@ -10,6 +10,11 @@ This costs no extra forward pass.
 
 The dataset lives on the device as one tensor and batches are drawn by index; each epoch's
 order comes from a generator seeded by (seed, epoch), so a resumed run continues exactly.
+
+Under torchrun (``dist``, see ``cdr_fast.distributed``) every rank draws the same order and
+trains on its contiguous share of each global batch; the optimizer averages the gradients, the
+epoch's metrics are reduced over the ranks and evaluation is sharded. Only the main rank has a
+run folder and writes.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from tqdm import tqdm
 
 from ..auxiliary import AuxBias
 from ..data import random_crop_flip
+from ..distributed import SINGLE, Distributed
 from ..detect import aux_suspects, precision_recall, small_loss_suspects
 from ..estimate import NoiseEstimate, estimate_noise, warm_up_probabilities
 from ..engines import resolve_engine
@@ -53,12 +59,17 @@ def loss_fn(name: str, logits: Tensor, target: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int) -> float:
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dist: Distributed = SINGLE) -> float:
+    """Accuracy in percent; under torch.distributed each rank evaluates a contiguous share."""
     model.eval()
+    n = images.shape[0]
+    share = dist.shard(torch.arange(n))
+    lo, hi = (int(share[0]), int(share[-1]) + 1) if share.numel() else (0, 0)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
-    for i in range(0, images.shape[0], batch_size):
-        correct += (model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum()
-    return 100.0 * correct.item() / max(images.shape[0], 1)
+    for i in range(lo, hi, batch_size):
+        end = min(i + batch_size, hi)
+        correct += (model(images[i:end]).argmax(1) == labels[i:end]).sum()
+    return 100.0 * dist.all_reduce_(correct).item() / max(n, 1)
 
 
 class Trainer:
@@ -66,10 +77,15 @@ class Trainer:
     (None: write nothing, as the benchmarks do)."""
 
     def __init__(self, config: TrainConfig, folder: RunFolder | None, progress: bool = True,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, dist: Distributed = SINGLE) -> None:
         config.validate()
-        self.config, self.folder, self.progress, self.log = config, folder, progress, log
+        self.config, self.dist = config, dist
+        self.folder = folder if dist.is_main else None  # only the main rank writes
+        self.progress = progress and dist.is_main
+        self.log = log if dist.is_main else (lambda line: None)
         self.device = resolve_device(config.device)
+        if dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", dist.local_rank)  # one GPU per process
         self.engine = resolve_engine(config.engine, self.device)  # once; the optimizer and AUX share it
 
         self.data = prepare_data(config, self.device)
@@ -84,6 +100,7 @@ class Trainer:
         self.optimizer = CDRSGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
             tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if config.parts["rdi"] else 0.0, engine=self.engine,
+            process_group=dist.group if dist.enabled else None,
         )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
         self.epoch = 0  # epochs completed
@@ -97,6 +114,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "config": dataclasses.asdict(self.config),
+            "world_size": self.dist.world_size,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "aux": self.aux.state_dict() if self.aux is not None else None,
@@ -111,12 +129,19 @@ class Trainer:
             raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT} "
                              "(made by another version of cdr-fast)")
         saved = dict(state["config"])
-        mine = dataclasses.asdict(self.config)
+        mine = self.config.used_settings()  # a setting the run does not use cannot block its resume
         saved["epochs"] = mine["epochs"]  # a run may be resumed with more epochs
         diffs = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
         if diffs:
             detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diffs.items())
             raise ValueError(f"the checkpoint was made with other settings ({detail})")
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            # Replicated state would load, but the batch splits differ, so the run would not continue
+            # bit for bit; refuse rather than resume inexactly.
+            raise ValueError(f"the checkpoint was made by {saved_world} process(es) and this run has "
+                             f"{self.dist.world_size}: resume with the same number (torchrun --nproc_per_node="
+                             f"{saved_world}{' or plain python' if saved_world == 1 else ''})")
         self.model.load_state_dict(state["model"])
         if self.aux is not None:
             self.aux.load_state_dict(state["aux"])
@@ -141,10 +166,14 @@ class Trainer:
         shape = d.train_x.shape
         torch.manual_seed(cfg.seed + 1)
         warm = build_model(cfg.model, shape[1], d.num_classes, shape[-1]).to(self.device)
-        probs = warm_up_probabilities(warm, d.train_x, d.train_y, epochs=cfg.tau_warmup_epochs,
+        probs = warm_up_probabilities(warm, d.train_x, d.train_y, steps=cfg.tau_warmup_steps,
                                       batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                                       weight_decay=cfg.weight_decay, seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
-        self.noise_estimate = estimate_noise(probs, d.train_y)
+        estimate = estimate_noise(probs, d.train_y)
+        # Every rank warmed up alike; on a GPU rounding may still differ, so rank 0's estimate rules.
+        rate = self.dist.broadcast_(torch.tensor([estimate.rate], dtype=torch.float64, device=self.device))
+        matrix = self.dist.broadcast_(estimate.transition.to(self.device))
+        self.noise_estimate = NoiseEstimate(float(rate.item()), matrix.cpu())
         tau = min(self.noise_estimate.rate, 0.99)  # tau must stay below 1
         for group in self.optimizer.param_groups:
             group["tau"] = tau
@@ -175,16 +204,21 @@ class Trainer:
         bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not self.progress, unit="step", dynamic_ncols=True)
         for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            x = d.train_x[idx]
-            if self.augment:
-                x = random_crop_flip(x, 4, gen)
+            batch = order[start : start + cfg.batch_size]
+            idx = self.dist.shard(batch)  # the whole batch in a single process
+            if self.augment:  # drawn for the global batch, so the crops do not depend on the ranks
+                x = random_crop_flip(d.train_x[batch], 4, gen)[self.dist.shard(torch.arange(batch.numel()))]
+            else:
+                x = d.train_x[idx]
             logits = self.model(x)
             predicted[idx] = logits.detach().argmax(1)
             if self.aux is not None:
                 logits = self.aux(logits, idx)
                 predicted_aux[idx] = logits.detach().argmax(1)
             loss = loss_fn(cfg.loss, logits, d.train_y[idx])
+            weight = self.dist.loss_weight(idx.numel(), batch.numel())
+            if weight != 1.0:  # unequal shards (or an empty one): weigh to the global batch's mean
+                loss = loss * weight if idx.numel() else logits.sum() * 0.0
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -194,6 +228,10 @@ class Trainer:
             bar.update()
         bar.close()
         self.scheduler.step()
+        if self.dist.enabled:  # each rank saw its shares: combine (-1 marks an example not seen here)
+            for seen in (predicted, predicted_aux):
+                self.dist.all_reduce_(seen, "max")
+            loss_sum = self.dist.all_reduce_(loss_sum) / self.dist.world_size
         train_time = time.perf_counter() - t0
         self._check_finite(loss_sum.item() / steps)
 
@@ -213,8 +251,8 @@ class Trainer:
                                     if self.aux is not None else float("nan")),
             "memorised_noisy": 100.0 * memorised.item() if memorised is not None else float("nan"),
             "kept_pct": 100.0 * kept_sum.item() / steps if self.optimizer.param_groups[0]["tau"] > 0 else float("nan"),
-            "val_acc": accuracy(self.model, d.val_x, d.val_y, cfg.eval_batch_size),
-            "test_acc": accuracy(self.model, d.test_x, d.test_y, cfg.eval_batch_size),
+            "val_acc": accuracy(self.model, d.val_x, d.val_y, cfg.eval_batch_size, self.dist),
+            "test_acc": accuracy(self.model, d.test_x, d.test_y, cfg.eval_batch_size, self.dist),
             "train_time_s": train_time,
         }
         stats["epoch_time_s"] = time.perf_counter() - t0
@@ -234,9 +272,11 @@ class Trainer:
         """Train the remaining epochs, saving each to the run folder; returns the summary."""
         if self.folder is not None:
             self.folder.make()
+        for tensor in self.model.state_dict().values():  # the same seed (or checkpoint) made the
+            self.dist.broadcast_(tensor)                  # replicas equal; make sure, as DDP does
         if self.config.estimates_tau and self.noise_estimate is None:
             estimate = self.estimate_noise()
-            self.log(f"estimated noise rate {estimate.rate:.3f} after {self.config.tau_warmup_epochs} warm-up epochs: "
+            self.log(f"estimated noise rate {estimate.rate:.3f} after {self.config.tau_warmup_steps} warm-up steps: "
                      f"tau = {self.optimizer.param_groups[0]['tau']:.3f}")
             if self.folder is not None:
                 self.folder.write_transition(estimate.transition)
@@ -294,6 +334,7 @@ class Trainer:
             "seed": cfg.seed,
             "engine": self.engine.name,
             "device": str(self.device),
+            "world_size": self.dist.world_size,
             "num_train": int(self.data.train_x.shape[0]),
             "num_val": int(self.data.val_x.shape[0]),
             "num_test": int(self.data.test_x.shape[0]),

@@ -1,0 +1,164 @@
+"""torch.distributed, as torchrun sets it up: the process group, the batch split, and the reductions
+the optimizer and the training loop need (docs/design.md, "Beyond one device").
+
+cdr-fast has no launcher of its own. Under ``torchrun`` the environment names the rank and the
+world size; ``Distributed.from_env`` joins the group (gloo on the CPU, NCCL on CUDA, one GPU per
+process) and everything else takes the resulting ``Distributed`` object. A single process gets
+``SINGLE`` and every helper here does nothing.
+
+The scheme is data parallel with replicated state: every rank holds the whole model, the whole
+optimizer state and the whole AUX table, and they stay identical because every rank applies the
+same averaged update. What crosses the wire per step:
+
+- the flat gradient of each param group, once, as one all-reduce over one contiguous buffer
+  (``all_reduce_mean_``): the buffer the optimizer steps on, so no bucket copies;
+- the AUX table's batch rows: each rank's (index, row gradient) pairs, all-gathered
+  (``all_gather_rows``): O(batch x classes), padded to a size every rank knows without asking.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the run: its rank, the world size and the group (None: one process)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    group: Any = None  # torch.distributed.ProcessGroup
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def of_group(cls, group: Any) -> Distributed:
+        """The ``Distributed`` of an initialised process group (``None``: the default group)."""
+        group = group if group is not None else dist.group.WORLD
+        return cls(dist.get_rank(group), dist.get_world_size(group), int(os.environ.get("LOCAL_RANK", "0")), group)
+
+    @staticmethod
+    def launched() -> bool:
+        """Whether torchrun started this process as one of several."""
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+    @classmethod
+    def from_env(cls, use_cuda: bool, timeout_s: float = 600.0) -> Distributed:
+        """Join the process group torchrun describes (gloo, or NCCL when ``use_cuda``); ``SINGLE``
+        when this is the only process."""
+        if not cls.launched():
+            return SINGLE
+        missing = [v for v in TORCHRUN_VARIABLES if v not in os.environ]
+        if missing:
+            raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} are not set: "
+                             "start several processes with torchrun (torchrun --nproc_per_node=N train.py ...)")
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank, dist.group.WORLD)
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+    # ---------------------------------------------------------------- the batch
+
+    def shard(self, idx: Tensor) -> Tensor:
+        """This rank's part of a global batch of example indices: contiguous, sizes differing by at
+        most one (``torch.tensor_split``), so the global batch is the single-process one."""
+        return torch.tensor_split(idx, self.world_size)[self.rank] if self.enabled else idx
+
+    def max_shard(self, batch_size: int) -> int:
+        """The largest part ``shard`` gives any rank of a batch of ``batch_size``."""
+        return -(-batch_size // self.world_size)
+
+    def loss_weight(self, shard_size: int, batch_size: int) -> float:
+        """The factor on this rank's mean loss that makes the ranks' averaged gradient the gradient
+        of the global batch's mean loss: ``shard_size * world / batch_size`` (1 for equal shards)."""
+        return shard_size * self.world_size / batch_size if batch_size else 0.0
+
+    # ---------------------------------------------------------------- reductions
+
+    def all_reduce_mean_(self, tensor: Tensor) -> None:
+        """``tensor`` <- its mean over the ranks, in place (as DDP averages: divide, then sum)."""
+        if not self.enabled:
+            return
+        if dist.get_backend(self.group) == "nccl":
+            dist.all_reduce(tensor, op=dist.ReduceOp.AVG, group=self.group)
+        else:
+            tensor.div_(self.world_size)
+            dist.all_reduce(tensor, group=self.group)
+
+    def all_reduce_(self, tensor: Tensor, op: str = "sum") -> Tensor:
+        """In-place all-reduce (``op``: sum or max); returns ``tensor``."""
+        if self.enabled:
+            dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op], group=self.group)
+        return tensor
+
+    def broadcast_(self, tensor: Tensor) -> Tensor:
+        """``tensor`` <- rank 0's, in place."""
+        if self.enabled:
+            dist.broadcast(tensor, 0, group=self.group)
+        return tensor
+
+    def all_gather_rows(self, idx: Tensor, rows: Tensor, max_rows: int) -> tuple[Tensor, Tensor]:
+        """Every rank's (index, row) pairs. Each rank pads its own to ``max_rows`` with index 0 and
+        zero rows (adding zero changes nothing), so the sizes are known without a host sync."""
+        if not self.enabled:
+            return idx, rows
+        if idx.numel() > max_rows:
+            raise ValueError(f"this rank's batch has {idx.numel()} rows but the AUX group allows {max_rows} per "
+                             "rank: give AuxBias.param_group the global batch_size")
+        pad = max_rows - idx.numel()
+        idx = torch.cat([idx, idx.new_zeros(pad)])
+        rows = torch.cat([rows, rows.new_zeros((pad,) + tuple(rows.shape[1:]))])
+        all_idx = idx.new_empty((self.world_size * max_rows,))
+        all_rows = rows.new_empty((self.world_size * max_rows,) + tuple(rows.shape[1:]))
+        dist.all_gather_single(all_idx, idx.contiguous(), group=self.group)
+        dist.all_gather_single(all_rows, rows.contiguous(), group=self.group)
+        return all_idx, all_rows
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (a host-side collective: for setup and errors, never in a step)."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (host-side, as ``gather_objects``)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, 0, group=self.group)
+        return box[0]
+
+    def first_error(self, error: str | None) -> str | None:
+        """Setup ends here on every rank: the first rank's error message, if any rank has one (a
+        rank that fails alone, say on a missing file, is named), so every rank exits together."""
+        for rank, message in enumerate(self.gather_objects(error)):
+            if message is not None:
+                return message if rank == 0 or not self.enabled else f"(rank {rank}) {message}"
+        return None
+
+
+SINGLE = Distributed()
