@@ -183,10 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         say(f"error: {err}", file=sys.stderr)
         return 2
+    code = 130  # unless run() returns: an interrupt or a crash, where the ranks may not all get here
     try:
-        return run(args, defaults, dist, say)
+        code = run(args, defaults, dist, say)
+        return code
     finally:
-        dist.close()
+        dist.close(wait=code in (0, 1, 2))  # ended together: finished, diverged (all ranks see it) or bad input
 
 
 def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distributed, say) -> int:

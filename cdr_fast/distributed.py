@@ -75,9 +75,17 @@ class Distributed:
             dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
         return cls(dist.get_rank(), dist.get_world_size(), local_rank, dist.group.WORLD)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Leave the group. ``wait``: a barrier first, so that every rank has finished its
+        collectives (a rank that tore gloo down while its peer still sent was seen to abort at
+        exit). Pass False when the ranks may not all get here (an interrupt, a crash): a barrier
+        then could meet a peer's pending collective and hang."""
         if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                if wait:
+                    dist.barrier(group=self.group)
+            finally:
+                dist.destroy_process_group()
 
     # ---------------------------------------------------------------- the batch
 
@@ -120,21 +128,23 @@ class Distributed:
         return tensor
 
     def all_gather_rows(self, idx: Tensor, rows: Tensor, max_rows: int) -> tuple[Tensor, Tensor]:
-        """Every rank's (index, row) pairs. Each rank pads its own to ``max_rows`` with index 0 and
-        zero rows (adding zero changes nothing), so the sizes are known without a host sync."""
+        """Every rank's (index, row) pairs, in one all-gather: each index rides beside its row as
+        raw bytes (an int64 viewed as the rows' dtype; the gather moves bytes, so it comes back
+        exact). Each rank pads its pairs to ``max_rows`` with index 0 and zero rows (adding zero
+        changes nothing), so every size is known without a host sync."""
         if not self.enabled:
             return idx, rows
         if idx.numel() > max_rows:
             raise ValueError(f"this rank's batch has {idx.numel()} rows but the AUX group allows {max_rows} per "
                              "rank: give AuxBias.param_group the global batch_size")
-        pad = max_rows - idx.numel()
-        idx = torch.cat([idx, idx.new_zeros(pad)])
-        rows = torch.cat([rows, rows.new_zeros((pad,) + tuple(rows.shape[1:]))])
-        all_idx = idx.new_empty((self.world_size * max_rows,))
-        all_rows = rows.new_empty((self.world_size * max_rows,) + tuple(rows.shape[1:]))
-        dist.all_gather_single(all_idx, idx.contiguous(), group=self.group)
-        dist.all_gather_single(all_rows, rows.contiguous(), group=self.group)
-        return all_idx, all_rows
+        n, width = rows.shape
+        packed = torch.zeros((max_rows, width + 8 // rows.element_size()), dtype=rows.dtype, device=rows.device)
+        if n:
+            packed[:n, :width] = rows
+            packed[:n, width:] = idx.to(torch.int64).contiguous().view(rows.dtype).view(n, -1)
+        out = packed.new_empty((self.world_size * max_rows, packed.shape[1]))
+        dist.all_gather_single(out, packed, group=self.group)
+        return out[:, width:].contiguous().view(torch.int64).view(-1), out[:, :width].contiguous()
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (a host-side collective: for setup and errors, never in a step)."""

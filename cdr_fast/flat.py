@@ -232,7 +232,7 @@ class FlatState:
                 if span.write_back is not None:
                     span.write_back()
             for p in outside:
-                self._outside_update(group, state, p)
+                outside_update(self.engine, self.dist, group, state, p, self.thr, self.kept)
         if not mask:
             return None, None
         return self.thr.clone(), self.kept.float() / n_scored
@@ -264,34 +264,37 @@ class FlatState:
 
         return Span(w, g, buf, w0, n_scored, write_back)
 
-    def _rows_per_rank(self, group: dict[str, Any], idx: Tensor) -> int:
-        """The padded row count of the all-gather: from the group's global ``batch_size``
-        (``AuxBias.param_group`` records it), else this rank's rows (then every rank must hold as
-        many, as with equal local batches)."""
-        batch_size = group.get("batch_size")
-        return self.dist.max_shard(batch_size) if batch_size else idx.numel()
 
-    def _outside_update(self, group: dict[str, Any], state: dict, p: Tensor) -> None:
-        """A parameter outside the flat buffers (the AUX table): row-sparse SGD, O(batch x classes)."""
-        g = p.grad
-        if g is None:
-            return
-        if g.is_sparse and group["momentum"] == 0 and group["weight_decay"] == 0 and group["rdi_lambda"] == 0:
-            idx, rows = g._indices()[0], g._values()
-            if self.dist.enabled:  # every rank applies every rank's rows: the tables stay identical
-                idx, rows = self.dist.all_gather_rows(idx, rows, self._rows_per_rank(group, idx))
-            self.engine.aux_row_update(p.data, idx, rows, -group["lr"] / self.dist.world_size)
-            return
-        if self.dist.enabled:
-            raise ValueError("under torch.distributed a table with momentum, weight decay or RDI would need a dense "
-                             f"all-reduce of {p.numel()} elements per step; give it plain SGD (AuxBias.param_group)")
-        # Momentum, decay or RDI move every row at every step: the update is dense.
-        st = state[p]
-        if group["momentum"] != 0:
-            st.setdefault("momentum_buffer", torch.zeros_like(p))
-        w = p.data.view(-1)
-        self.engine.masked_update(
-            w, (g.to_dense() if g.is_sparse else g).reshape(-1), st.get("momentum_buffer", p.data).view(-1),
-            st.get("initial", p.data).view(-1), self.thr, self.kept, n_scored=0, lr=group["lr"],
-            momentum=group["momentum"], weight_decay=group["weight_decay"],
-            rdi_coef=rdi_coefficient(group["rdi_lambda"]), clip=1.0, mask=False)
+def rows_per_rank(group: dict[str, Any], idx: Tensor, dist: Distributed) -> int:
+    """The padded row count of the AUX all-gather: from the group's global ``batch_size``
+    (``AuxBias.param_group`` records it), else this rank's rows (then every rank must hold as
+    many, as with equal local batches)."""
+    batch_size = group.get("batch_size")
+    return dist.max_shard(batch_size) if batch_size else idx.numel()
+
+
+def outside_update(engine: Engine, dist: Distributed, group: dict[str, Any], state: dict, p: Tensor, thr: Tensor,
+                   kept: Tensor) -> None:
+    """A parameter outside the flat buffers (the AUX table): row-sparse SGD, O(batch x classes)."""
+    g = p.grad
+    if g is None:
+        return
+    if g.is_sparse and group["momentum"] == 0 and group["weight_decay"] == 0 and group["rdi_lambda"] == 0:
+        idx, rows = g._indices()[0], g._values()
+        if dist.enabled:  # every rank applies every rank's rows: the tables stay identical
+            idx, rows = dist.all_gather_rows(idx, rows, rows_per_rank(group, idx, dist))
+        engine.aux_row_update(p.data, idx, rows, -group["lr"] / dist.world_size)
+        return
+    if dist.enabled:
+        raise ValueError("under torch.distributed a table with momentum, weight decay or RDI would need a dense "
+                         f"all-reduce of {p.numel()} elements per step; give it plain SGD (AuxBias.param_group)")
+    # Momentum, decay or RDI move every row at every step: the update is dense.
+    st = state[p]
+    if group["momentum"] != 0:
+        st.setdefault("momentum_buffer", torch.zeros_like(p))
+    w = p.data.view(-1)
+    engine.masked_update(
+        w, (g.to_dense() if g.is_sparse else g).reshape(-1), st.get("momentum_buffer", p.data).view(-1),
+        st.get("initial", p.data).view(-1), thr, kept, n_scored=0, lr=group["lr"],
+        momentum=group["momentum"], weight_decay=group["weight_decay"],
+        rdi_coef=rdi_coefficient(group["rdi_lambda"]), clip=1.0, mask=False)

@@ -23,6 +23,7 @@ from torch.optim import Optimizer
 from .distributed import SINGLE, Distributed
 from .engines import Engine, engine_name, resolve_engine
 from .flat import FlatState
+from .sharded import ShardedState, is_sharded, mesh_group
 
 # The step counter that seeds the approximate threshold's sample, kept in the state of the first
 # parameter (as torch.optim.LBFGS keeps its global counters), so that state_dict carries it.
@@ -65,7 +66,10 @@ class CDRSGD(Optimizer):
             rank takes the same step (the same threshold included) on replicated state. Use it
             *instead of* wrapping the model in DDP (which would reduce twice); docs/design.md,
             "Beyond one device". Every parameter that requires grad counts as having a gradient
-            (zero where no rank produced one), as under DDP.
+            (zero where no rank produced one), as under DDP. Parameters sharded by FSDP2's
+            ``fully_shard`` need no group (their mesh names it): each rank steps on its shards and
+            the global threshold comes from a distributed radix select, always exact
+            (``cdr_fast.sharded``).
 
     Per-group options: ``lr``, ``momentum``, ``weight_decay``, ``tau``, ``rdi_lambda`` and
     ``score``: None (default) scores the group's ``dim() in (2, 4)`` tensors (conv and linear
@@ -102,7 +106,7 @@ class CDRSGD(Optimizer):
         self.dist = Distributed.of_group(process_group) if process_group is not None else SINGLE
         self.last_threshold: Tensor | None = None
         self.last_kept_fraction: Tensor | None = None
-        self._flat: FlatState | None = None  # built at the first step, when the gradients are known
+        self._flat: FlatState | ShardedState | None = None  # built at the first step, when the gradients are known
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -136,7 +140,12 @@ class CDRSGD(Optimizer):
                 loss = closure()
         if self._flat is None:
             self._check_scored_grads()
-            self._flat = FlatState(self.param_groups, self.state, self.engine, self.is_scored, self.dist)
+            params = [p for group in self.param_groups for p in group["params"]]
+            if any(is_sharded(p) for p in params):  # FSDP2
+                dist = self.dist if self.dist.enabled else Distributed.of_group(mesh_group(params))
+                self._flat = ShardedState(self.param_groups, self.state, self.engine, self.is_scored, dist)
+            else:
+                self._flat = FlatState(self.param_groups, self.state, self.engine, self.is_scored, self.dist)
         seed = self._counter.get(STEP_KEY, 0)
         self.last_threshold, self.last_kept_fraction = self._flat.step(self.state, exact=self.exact, seed=seed)
         self._counter[STEP_KEY] = seed + 1

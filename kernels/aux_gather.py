@@ -57,6 +57,7 @@ def gather_add(logits: torch.Tensor, table: torch.Tensor, idx: torch.Tensor, lam
 def scatter_add_rows(table: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor, alpha: float) -> None:
     """``table[idx[i]] += alpha * rows[i]`` for every i, repeats summed (atomic adds)."""
     if rows.numel():
+        rows, idx = rows.contiguous(), idx.contiguous()  # the kernel walks dense rows of rows.shape[1]
         _scatter_add_rows_kernel[_grid(*rows.shape)](table, idx, rows, rows.shape[1], alpha, BLOCK_C=BLOCK_C,
                                                       num_warps=NUM_WARPS)
 

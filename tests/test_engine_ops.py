@@ -141,11 +141,13 @@ def test_aux_gather_add_and_its_sparse_gradient(fresh_seed, engine_name, batch, 
 
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("batch,c", [(0, 10), (1, 1), (40, 10), (9, 1000)])
-def test_aux_row_update_sums_repeats(fresh_seed, engine_name, batch, c):
+@pytest.mark.parametrize("strided", [False, True])
+def test_aux_row_update_sums_repeats(fresh_seed, engine_name, batch, c, strided):
     engine, device = engine_and_device(engine_name)
     gen = torch.Generator().manual_seed(fresh_seed)
     table = torch.randn(6, c, generator=gen)
-    rows = torch.randn(batch, c, generator=gen)
+    # strided: the rows are columns of a wider tensor, as the distributed all-gather unpacks them
+    rows = torch.randn(batch, c + 2, generator=gen)[:, :c] if strided else torch.randn(batch, c, generator=gen)
     idx = torch.randint(0, 6, (batch,), generator=gen)  # 40 draws from 6 rows: repeats
     expected = table.double().index_add_(0, idx, rows.double(), alpha=-0.3).float()
     got = table.to(device)
