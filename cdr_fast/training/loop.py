@@ -232,6 +232,8 @@ class Trainer:
             for seen in (predicted, predicted_aux):
                 self.dist.all_reduce_(seen, "max")
             loss_sum = self.dist.all_reduce_(loss_sum) / self.dist.world_size
+            for buffer in self.model.buffers():  # BatchNorm's running statistics: rank 0's, as DDP keeps them
+                self.dist.broadcast_(buffer)
         train_time = time.perf_counter() - t0
         self._check_finite(loss_sum.item() / steps)
 
