@@ -12,14 +12,25 @@ import pytest
 import torch
 
 from cdr_fast import sampling
-from cdr_fast.engines import resolve_engine
+from cdr_fast.engines import native, resolve_engine
 from conftest import engine_device
 from helpers import SIZES, kept_fraction_range, reference_step, score_inputs
 
 ENGINES = ["reference", "compiled", "triton"]
+# The compiled engine's select with its portable C loop, where the CPU would take the AVX2 one.
+SELECT_ENGINES = [*ENGINES, "compiled-portable"]
+
+
+@pytest.fixture(autouse=True)
+def _portable_off():
+    yield
+    native.force_scalar(False)
 
 
 def engine_and_device(name):
+    if name == "compiled-portable":
+        native.force_scalar(True)
+        name = "compiled"
     device = engine_device(name)
     return resolve_engine(name, device), device
 
@@ -65,7 +76,7 @@ def test_compiled_update_both_paths(fresh_seed, compile):
     assert kept.item() == expected_kept
 
 
-@pytest.mark.parametrize("engine_name", ENGINES)
+@pytest.mark.parametrize("engine_name", SELECT_ENGINES)
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("kind", ["normal", "ties", "zeros", "heavy_tail", "tiny"])
 def test_exact_threshold_is_the_topk_value(fresh_seed, engine_name, n, kind):
@@ -80,16 +91,18 @@ def test_exact_threshold_is_the_topk_value(fresh_seed, engine_name, n, kind):
     assert math.isnan(thr.item())  # k = 0 keeps nothing
 
 
-@pytest.mark.parametrize("engine_name", ENGINES)
-def test_exact_threshold_with_nan_and_inf_scores(fresh_seed, engine_name):
+@pytest.mark.parametrize("engine_name", SELECT_ENGINES)
+@pytest.mark.parametrize("n", [1000, 20003])  # the second takes the compiled engine's banded path
+def test_exact_threshold_with_nan_and_inf_scores(fresh_seed, engine_name, n):
     """NaN ranks above everything (as in torch.topk), Inf just below it."""
     engine, device = engine_and_device(engine_name)
     gen = torch.Generator().manual_seed(fresh_seed)
-    w, g = torch.randn(1000, generator=gen), torch.randn(1000, generator=gen)
-    g[:3], g[3:8] = math.nan, math.inf
+    w, g = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+    where = torch.randperm(n, generator=gen)[:8]  # scattered, so the vector lanes meet them anywhere
+    g[where[:3]], g[where[3:8]] = math.nan, math.inf
     scores = (g * w).abs()
     thr = torch.tensor(-1.0, device=device)
-    for k in (2, 3, 5, 8, 600):
+    for k in (2, 3, 5, 8, int(0.6 * n)):
         engine.threshold(w.to(device), g.to(device), k, thr, exact=True, seed=0)
         expected = scores.topk(k).values[-1].item()
         assert thr.item() == expected or (math.isnan(expected) and math.isnan(thr.item())), k

@@ -172,9 +172,12 @@ def test_cli_resume_after_kill_is_bit_identical(tmp_path):
 def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(tmp_path):
     out = tmp_path / "run"
     # Batch 4 on the reference engine: the first epoch takes several seconds.
+    # SIGINT back to its default in the child: a test run started in the background inherits it
+    # ignored, and Python then installs no KeyboardInterrupt handler (the run would just finish).
     proc = subprocess.Popen([sys.executable, "train.py", "--epochs", "2", "--batch-size", "4", "--reference",
                              "--no-progress", "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not (out / "config.json").exists() and time.time() < deadline:
         time.sleep(0.05)

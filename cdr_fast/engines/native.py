@@ -54,7 +54,14 @@ def library() -> ctypes.CDLL:
     lib.cdr_kth_largest.restype = f32
     lib.cdr_masked_update.argtypes = [ptr, ptr, ptr, ptr, i64, i64, f32, f32, f32, f32, f32, f32, ctypes.c_int]
     lib.cdr_masked_update.restype = i64
+    lib.cdr_force_scalar.argtypes = [ctypes.c_int]
+    lib.cdr_force_scalar.restype = None
     return lib
+
+
+def force_scalar(on: bool) -> None:
+    """Use the portable C loops even where the CPU has AVX2 (for the tests)."""
+    library().cdr_force_scalar(int(on))
 
 
 def kth_largest(a: Tensor, b: Tensor | None, k: int, scratch: Tensor) -> float:

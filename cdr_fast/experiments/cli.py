@@ -25,12 +25,15 @@ from ..engines import ENGINE_CHOICES
 from ..noise import NOISE_TYPES
 from ..training import METHODS, TrainConfig
 from .grid import Cell, run_grid
-from .report import (figure_aux_sweep, figure_memorisation, figure_training_curves, seed_comparison_markdown,
+from .stats import paired_differences, stats_markdown
+from .report import (METHOD_LABELS, figure_aux_sweep, figure_memorisation, figure_training_curves, seed_comparison_markdown,
                      summary_rows, table1_markdown)
 
 TABLE1_METHODS = ["sgd", "cdr", "aux", "cdr_aux"]
 TABLE1_NOISE = ["instance", "asymmetric", "pairflip", "symmetric"]
 TABLE1_RATES = [0.2, 0.4, 0.7]
+STATS_METRICS = {"test_acc_at_best_val": "Test accuracy at the best validation epoch",
+                 "test_acc_last": "Test accuracy at the last epoch"}
 
 
 def cell_name(c: TrainConfig) -> str:
@@ -78,6 +81,12 @@ def report_table1(out: Path) -> None:
     write_bytes_atomic(out / "table1.md", table1_markdown(rows).encode())
     if {s["dataset"] for s in summaries.values()} == {"mnist"}:
         write_bytes_atomic(out / "table1_vs_seed.md", seed_comparison_markdown(rows).encode())
+    main_rows = [r for r in rows if r["method"] in TABLE1_METHODS]
+    write_csv_atomic(out / "table1_paired.csv", [{"metric": metric, **d} for metric in STATS_METRICS
+                                                 for d in paired_differences(main_rows, metric)])
+    write_bytes_atomic(out / "table1_stats.md", "\n".join(
+        f"## {title}\n\n" + stats_markdown(main_rows, METHOD_LABELS, metric)
+        for metric, title in STATS_METRICS.items()).encode())
     runs = out / "runs"
     first_seed = min(s["seed"] for s in summaries.values())
     by_key = {(s["noise_type"], s["method"], s["noise_rate"]): runs / name
