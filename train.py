@@ -237,4 +237,7 @@ def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distribute
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if Distributed.launched():
+        Distributed.exit(status)  # main() has left the process group; see Distributed.exit
+    sys.exit(status)

@@ -108,6 +108,7 @@ def main() -> None:
             ratio = statistics.median(t / b for t, b in zip(times[v], base))
             print(f"| {v} | {1e3 * statistics.median(times[v]):.3f} | {ratio:.3f} | {copies[v][0]} | {copies[v][1]:,} |")
     dist.close()
+    Distributed.exit(0)
 
 
 if __name__ == "__main__":

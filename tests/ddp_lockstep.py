@@ -105,6 +105,7 @@ def main() -> None:
         torch.save(select_case(seed, dist), out / f"select_rank{dist.rank}.pt")
     finally:
         dist.close()
+    Distributed.exit(0)
 
 
 if __name__ == "__main__":
