@@ -60,6 +60,7 @@ class FlatGroup:
         # fresh[i]: parameter i received a gradient since the last zero_grad(set_to_none=True)
         self.fresh: list[bool] = []
         self.hooked: list[bool] = []  # a frozen parameter gets its hook once it requires grad
+        self.all_hooked = False
         self._index: dict[int, int] = {}
         offset = 0
         for p in scored_params:
@@ -67,6 +68,7 @@ class FlatGroup:
         offset = start_unscored
         for p in unscored_params:
             offset = self._adopt(p, offset, scored=False)
+        self.scored_views = (self.weights[: self.n_scored], self.grads[: self.n_scored])  # what the threshold reads
 
     def _adopt(self, p: Tensor, offset: int, scored: bool) -> int:
         end = offset + p.numel()
@@ -98,6 +100,7 @@ class FlatGroup:
 
         p.register_post_accumulate_grad_hook(mark_fresh)
         self.hooked[i] = True
+        self.all_hooked = all(self.hooked)
 
     def view(self, buffer: Tensor, p: Tensor) -> Tensor:
         """``p``'s part of a flat buffer, shaped like ``p``."""
@@ -108,6 +111,8 @@ class FlatGroup:
         that user code replaced is copied into the flat gradient first. ``replicated``: the
         gradient is about to be averaged over ranks, which must agree without asking each other,
         so every parameter with a gradient view counts (its zeros, if this rank produced none)."""
+        if self.all_hooked and all(p.grad is view for p, view in zip(self.params, self.grad_views)):
+            return [True] * len(self.params) if replicated else self.fresh  # the usual step: nothing replaced
         have = []
         for i, (p, view) in enumerate(zip(self.params, self.grad_views)):
             self._hook(i)
@@ -142,6 +147,7 @@ class Span(NamedTuple):
     w0: Tensor
     n_scored: int
     write_back: Callable[[], None] | None
+    scored_views: tuple[Tensor, Tensor] | None = None  # (w, g)[:n_scored], made once for a whole buffer
 
 
 class FlatState:
@@ -199,8 +205,9 @@ class FlatState:
                 elif p.grad is not None:
                     p.grad = torch.zeros_like(p.grad)
 
-    def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor | None, Tensor | None]:
-        """One step of every group; returns the threshold and the kept fraction (None if unmasked)."""
+    def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor, Tensor, int] | None:
+        """One step of every group; returns the threshold, the kept count and the scored count
+        (the optimizer's to read; None if nothing was masked)."""
         present = [flat.present(self.dist.enabled) if flat is not None else [] for flat in self.flats]
         for flat in self.flats:
             if flat is not None:
@@ -217,8 +224,10 @@ class FlatState:
         n_scored = sum(span.n_scored for span in scored)
         mask = n_scored > 0 and tau > 0
         if mask:
-            w, g = ((scored[0].w[:n_scored], scored[0].g[:n_scored]) if len(scored) == 1 else
-                    (torch.cat([s.w[: s.n_scored] for s in scored]), torch.cat([s.g[: s.n_scored] for s in scored])))
+            if len(scored) > 1:
+                w, g = torch.cat([s.w[: s.n_scored] for s in scored]), torch.cat([s.g[: s.n_scored] for s in scored])
+            else:
+                w, g = scored[0].scored_views or (scored[0].w[:n_scored], scored[0].g[:n_scored])
             self.kept.zero_()
             self.engine.threshold(w, g, keep_count(tau, n_scored), self.thr, exact=exact, seed=seed)
         for group, span, outside in zip(self.groups, spans, self.outside):
@@ -233,16 +242,14 @@ class FlatState:
                     span.write_back()
             for p in outside:
                 outside_update(self.engine, self.dist, group, state, p, self.thr, self.kept)
-        if not mask:
-            return None, None
-        return self.thr.clone(), self.kept.float() / n_scored
+        return (self.thr, self.kept, n_scored) if mask else None
 
     @staticmethod
     def _whole(flat: FlatGroup | None) -> Span | None:
         if flat is None:
             return None
         w0 = flat.initial if flat.initial is not None else flat.weights
-        return Span(flat.weights, flat.grads, flat.momentum, w0, flat.n_scored, None)
+        return Span(flat.weights, flat.grads, flat.momentum, w0, flat.n_scored, None, flat.scored_views)
 
     @staticmethod
     def _gathered(flat: FlatGroup | None, have: list[bool]) -> Span | None:

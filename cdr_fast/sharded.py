@@ -78,9 +78,10 @@ class ShardedState:
                 else:
                     p.grad.detach_().zero_()
 
-    def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor | None, Tensor | None]:
-        """One step of every group on this rank's shards; returns the threshold and the kept
-        fraction over all ranks (None if unmasked)."""
+    @torch.no_grad()
+    def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor, Tensor, int] | None:
+        """One step of every group on this rank's shards; returns the threshold, the kept count
+        over all ranks and the scored count (None if nothing was masked)."""
         dense = [(group, p, local_flat(p), local_flat(p.grad)) for group in self.groups for p in group["params"]
                  if p.grad is not None and not p.grad.is_sparse]
         taus = {group["tau"] for group, p, _, _ in dense if self.is_scored(group, p)}
@@ -111,6 +112,5 @@ class ShardedState:
                 if p.grad is not None and p.grad.is_sparse:
                     outside_update(self.engine, self.dist, group, state, p, self.thr, self.kept)
         if not mask:
-            return None, None
-        kept = self.dist.all_reduce_(self.kept.to(torch.int64))
-        return self.thr.clone(), kept.float() / self.n_scored
+            return None
+        return self.thr, self.dist.all_reduce_(self.kept.to(torch.int64)), self.n_scored

@@ -75,10 +75,10 @@ class CompiledEngine(ReferenceEngine):
     def _select(self, w: Tensor, g: Tensor, k: int, thr: Tensor, *, exact: bool, seed: int) -> None:
         plan = systematic_plan(w.numel(), exact)
         if plan.exact:
-            thr.fill_(native.kth_largest(g, w, k, self._scratch_for(w.numel())))
+            native.kth_largest(g, w, k, self._scratch_for(w.numel()), thr)
         else:
             sample = _sample(w, g, plan, seed)
-            thr.fill_(native.kth_largest(sample, None, plan.rank(k), self._scratch_for(sample.numel())))
+            native.kth_largest(sample, None, plan.rank(k), self._scratch_for(sample.numel()), thr)
 
     def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, clip,
                       mask, compile: bool | None = None) -> None:
@@ -100,7 +100,5 @@ class CompiledEngine(ReferenceEngine):
                 _update_compiled(w[split:], g[split:], buf[split:], w0[split:], thr, hyper, False, momentum != 0,
                                  rdi_coef != 0)
         else:
-            count = native.masked_update(w, g, buf, w0, thr.item(), n_scored=n_scored, lr=lr, momentum=momentum,
-                                         weight_decay=weight_decay, rdi_coef=rdi_coef, clip=clip, mask=mask)
-            if mask:
-                kept += count
+            native.masked_update(w, g, buf, w0, thr, kept, n_scored=n_scored, lr=lr, momentum=momentum,
+                                 weight_decay=weight_decay, rdi_coef=rdi_coef, clip=clip, mask=mask)

@@ -18,10 +18,10 @@ static inline uint32_t bits_of(float x) {
 
 /* The bin holding the k-th largest of a histogram, counted from the top; *k becomes the rank
  * inside that bin. */
-static int64_t pick_bin(const int64_t *hist, int64_t bins, int64_t *k) {
+static int64_t pick_bin(const uint32_t *hist, int64_t bins, int64_t *k) {
     int64_t b = bins - 1;
     for (; b > 0; --b) {
-        if (hist[b] >= *k) break;
+        if ((int64_t)hist[b] >= *k) break;
         *k -= hist[b];
     }
     return b;
@@ -29,10 +29,11 @@ static int64_t pick_bin(const int64_t *hist, int64_t bins, int64_t *k) {
 
 /* The k-th largest (1 <= k <= n) of n non-negative float bit patterns, which order like the
  * floats (NaN above +Inf, as in torch.topk): three histogram levels over bits 31..21, 20..10 and
- * 9..0 spell it exactly. v is compacted in place (destroyed). */
+ * 9..0 spell it exactly. v is compacted in place (destroyed). Counts are 32-bit (n < 2^32, which
+ * native.py checks): half the memory to clear per level, which at LeNet size is most of the cost. */
 static uint32_t select_bits(uint32_t *v, int64_t n, int64_t k) {
-    int64_t hist4[4][2048]; /* interleaved: runs of equal values would stall on one counter */
-    int64_t hist[2048];
+    uint32_t hist4[4][2048]; /* interleaved: runs of equal values would stall on one counter */
+    uint32_t hist[2048];
     memset(hist4, 0, sizeof hist4);
     int64_t i = 0;
     for (; i + 4 <= n; i += 4)
@@ -141,7 +142,8 @@ static int64_t band_pass(const float *a, const float *b, int64_t n, uint32_t hi,
     return band_pass_scalar(a, b, n, hi, lo, out, above_out);
 }
 
-/* The k-th largest (1 <= k <= n) of |a[i] * b[i]|, or of |a[i]| when b is NULL; scratch: n uint32.
+/* *out <- the k-th largest (1 <= k <= n) of |a[i] * b[i]|, or of |a[i]| when b is NULL; scratch:
+ * n uint32.
  *
  * A subsample (every 17th score; odd, so rows of power-of-two width are not read at the same
  * columns) bounds a band 4.5 standard deviations of its quantile either side of rank k. One pass
@@ -149,7 +151,7 @@ static int64_t band_pass(const float *a, const float *b, int64_t n, uint32_t hi,
  * AVX2 where the CPU has it), and only the band is selected from. If rank k falls outside the
  * band after all, the full select runs: the answer is exact either way, the subsample only
  * decides the work. */
-float cdr_kth_largest(const float *a, const float *b, int64_t n, int64_t k, uint32_t *scratch) {
+void cdr_kth_largest(const float *a, const float *b, int64_t n, int64_t k, uint32_t *scratch, float *out) {
     uint32_t answer;
     if (n >= MIN_BANDED) {
         int64_t m = 0;
@@ -170,10 +172,8 @@ float cdr_kth_largest(const float *a, const float *b, int64_t n, int64_t k, uint
     }
     for (int64_t i = 0; i < n; ++i) scratch[i] = score_bits(a, b, i);
     answer = select_bits(scratch, n, k);
-done:;
-    float out;
-    memcpy(&out, &answer, sizeof out);
-    return out;
+done:
+    memcpy(out, &answer, sizeof *out); /* straight into the caller's 0-d threshold tensor */
 }
 
 /* One specialised, branch-free loop per (mask, momentum, RDI) combination, so that each
@@ -222,13 +222,14 @@ static int64_t update_dispatch(float *w, const float *g, float *buf, const float
     return rdi ? UPDATE(0, 0, 1) : UPDATE(0, 0, 0);
 }
 
-/* Engine.masked_update over flat buffers (see cdr_fast/engines/base.py); returns the kept count.
+/* Engine.masked_update over flat buffers (see cdr_fast/engines/base.py): the threshold is read
+ * from, and the kept count added to, the caller's 0-d tensors (no tensor op around the call).
  * The mask multiplies as the published code does: g * ((score >= thr) * clip). */
-int64_t cdr_masked_update(float *w, const float *g, float *buf, const float *w0, int64_t n, int64_t n_scored,
-                          float thr, float lr, float momentum, float weight_decay, float rdi_coef, float clip,
-                          int mask) {
+void cdr_masked_update(float *w, const float *g, float *buf, const float *w0, int64_t n, int64_t n_scored,
+                       const float *thr, float lr, float momentum, float weight_decay, float rdi_coef, float clip,
+                       int mask, int32_t *kept) {
     int64_t split = mask ? n_scored : 0;
-    int64_t kept = update_dispatch(w, g, buf, w0, 0, split, thr, lr, momentum, weight_decay, rdi_coef, clip, mask);
-    update_dispatch(w, g, buf, w0, split, n, thr, lr, momentum, weight_decay, rdi_coef, clip, 0);
-    return kept;
+    int64_t count = update_dispatch(w, g, buf, w0, 0, split, *thr, lr, momentum, weight_decay, rdi_coef, clip, mask);
+    update_dispatch(w, g, buf, w0, split, n, *thr, lr, momentum, weight_decay, rdi_coef, clip, 0);
+    if (mask) *kept += (int32_t)count;
 }

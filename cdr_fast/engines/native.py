@@ -50,10 +50,10 @@ def library() -> ctypes.CDLL:
             os.replace(built, target)
     lib = ctypes.CDLL(str(target))
     f32, i64, ptr = ctypes.c_float, ctypes.c_int64, ctypes.c_void_p
-    lib.cdr_kth_largest.argtypes = [ptr, ptr, i64, i64, ptr]
-    lib.cdr_kth_largest.restype = f32
-    lib.cdr_masked_update.argtypes = [ptr, ptr, ptr, ptr, i64, i64, f32, f32, f32, f32, f32, f32, ctypes.c_int]
-    lib.cdr_masked_update.restype = i64
+    lib.cdr_kth_largest.argtypes = [ptr, ptr, i64, i64, ptr, ptr]
+    lib.cdr_kth_largest.restype = None
+    lib.cdr_masked_update.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr, f32, f32, f32, f32, f32, ctypes.c_int, ptr]
+    lib.cdr_masked_update.restype = None
     lib.cdr_force_scalar.argtypes = [ctypes.c_int]
     lib.cdr_force_scalar.restype = None
     return lib
@@ -64,16 +64,19 @@ def force_scalar(on: bool) -> None:
     library().cdr_force_scalar(int(on))
 
 
-def kth_largest(a: Tensor, b: Tensor | None, k: int, scratch: Tensor) -> float:
-    """The exact k-th largest of ``|a * b|`` (of ``|a|`` when b is None): contiguous float32 CPU tensors.
-    ``scratch``: at least ``a.numel()`` int32 elements, overwritten."""
-    assert scratch.dtype == torch.int32 and scratch.numel() >= a.numel()
-    return library().cdr_kth_largest(a.data_ptr(), None if b is None else b.data_ptr(), a.numel(), k,
-                                     scratch.data_ptr())
+def kth_largest(a: Tensor, b: Tensor | None, k: int, scratch: Tensor, out: Tensor) -> None:
+    """``out`` (0-d float32) <- the exact k-th largest of ``|a * b|`` (of ``|a|`` when b is None):
+    contiguous float32 CPU tensors. ``scratch``: at least ``a.numel()`` int32 elements, overwritten."""
+    assert scratch.dtype == torch.int32 and scratch.numel() >= a.numel() and out.dtype == torch.float32
+    assert a.numel() < 2**32, "the C select counts in 32 bits"
+    library().cdr_kth_largest(a.data_ptr(), None if b is None else b.data_ptr(), a.numel(), k, scratch.data_ptr(),
+                              out.data_ptr())
 
 
-def masked_update(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: float, *, n_scored: int, lr: float,
-                  momentum: float, weight_decay: float, rdi_coef: float, clip: float, mask: bool) -> int:
-    """``Engine.masked_update`` in one C loop, in place; returns the kept count."""
-    return library().cdr_masked_update(w.data_ptr(), g.data_ptr(), buf.data_ptr(), w0.data_ptr(), w.numel(), n_scored,
-                                       thr, lr, momentum, weight_decay, rdi_coef, clip, int(mask))
+def masked_update(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, kept: Tensor, *, n_scored: int,
+                  lr: float, momentum: float, weight_decay: float, rdi_coef: float, clip: float, mask: bool) -> None:
+    """``Engine.masked_update`` in one C loop, in place: reads the 0-d float32 ``thr`` and adds the
+    kept count to the 0-d int32 ``kept`` directly (no tensor op around the call)."""
+    assert thr.dtype == torch.float32 and kept.dtype == torch.int32
+    library().cdr_masked_update(w.data_ptr(), g.data_ptr(), buf.data_ptr(), w0.data_ptr(), w.numel(), n_scored,
+                                thr.data_ptr(), lr, momentum, weight_decay, rdi_coef, clip, int(mask), kept.data_ptr())
