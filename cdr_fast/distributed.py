@@ -11,9 +11,12 @@ optimizer state and the whole AUX table, and they stay identical because every r
 same averaged update. What crosses the wire per step:
 
 - the flat gradient of each param group, once, as one all-reduce over one contiguous buffer
-  (``all_reduce_mean_``): the buffer the optimizer steps on, so no bucket copies;
-- the AUX table's batch rows: each rank's (index, row gradient) pairs, all-gathered
-  (``all_gather_rows``): O(batch x classes), padded to a size every rank knows without asking.
+  (``all_reduce_mean_and_sum_``, as DDP averages: divide, then sum): the buffer the optimizer
+  steps on, so no bucket copies;
+- the AUX table's batch rows: each rank's (index, row gradient) pairs, O(batch x classes), padded
+  to a size every rank knows without asking. They ride in the same all-reduce, each rank writing
+  its own slot of a tail of the gradient buffer (``RowSlots``), so a step makes one collective;
+  without a dense buffer to ride in they are all-gathered (``all_gather_rows``).
 """
 
 from __future__ import annotations
@@ -116,15 +119,13 @@ class Distributed:
 
     # ---------------------------------------------------------------- reductions
 
-    def all_reduce_mean_(self, tensor: Tensor) -> None:
-        """``tensor`` <- its mean over the ranks, in place (as DDP averages: divide, then sum)."""
+    def all_reduce_mean_and_sum_(self, buffer: Tensor, n_mean: int) -> None:
+        """One all-reduce of ``buffer``: its first ``n_mean`` elements become their mean over the
+        ranks, the rest their sum (the row slots of ``RowSlots``, which only one rank fills)."""
         if not self.enabled:
             return
-        if dist.get_backend(self.group) == "nccl":
-            dist.all_reduce(tensor, op=dist.ReduceOp.AVG, group=self.group)
-        else:
-            tensor.div_(self.world_size)
-            dist.all_reduce(tensor, group=self.group)
+        buffer[:n_mean].div_(self.world_size)
+        dist.all_reduce(buffer, group=self.group)
 
     def all_reduce_(self, tensor: Tensor, op: str = "sum") -> Tensor:
         """In-place all-reduce (``op``: sum or max); returns ``tensor``."""
@@ -183,3 +184,46 @@ class Distributed:
 
 
 SINGLE = Distributed()
+
+DIGIT_BITS = 12  # an index travels as base-4096 digits: small integers that float32 sums keep exact
+
+
+class RowSlots:
+    """A table's batch rows carried by the gradient all-reduce: ``buffer`` holds one slot per rank
+    of ``max_rows`` rows, each ``width`` values plus the row's index as base-4096 digits. Every
+    rank zeroes the buffer, writes its own slot, and after the all-reduce (a sum: each slot has
+    one writer, and adding zeros is exact) every rank reads every rank's rows. Padding rows are
+    index 0 with zero values, which change nothing."""
+
+    def __init__(self, buffer: Tensor, dist: Distributed, max_rows: int, width: int, num_rows: int) -> None:
+        self.dist, self.max_rows, self.width = dist, max_rows, width
+        self.digits = max(1, -(-max(num_rows - 1, 1).bit_length() // DIGIT_BITS))
+        self.buffer = buffer
+        self.table = buffer.view(dist.world_size * max_rows, width + self.digits)
+
+    @staticmethod
+    def size(dist: Distributed, max_rows: int, width: int, num_rows: int) -> int:
+        digits = max(1, -(-max(num_rows - 1, 1).bit_length() // DIGIT_BITS))
+        return dist.world_size * max_rows * (width + digits)
+
+    def write(self, idx: Tensor | None, rows: Tensor | None) -> None:
+        """This rank's rows into its slot (None: it has none this step), every other slot zero."""
+        n = 0 if idx is None else idx.numel()
+        if n > self.max_rows:
+            raise ValueError(f"this rank's batch has {n} rows but the AUX group allows {self.max_rows} per rank: "
+                             "give AuxBias.param_group the global batch_size")
+        self.buffer.zero_()
+        if n == 0:
+            return
+        mine = self.table[self.dist.rank * self.max_rows : self.dist.rank * self.max_rows + n]
+        mine[:, : self.width] = rows
+        for d in range(self.digits):
+            mine[:, self.width + d] = (idx >> (DIGIT_BITS * d)) & ((1 << DIGIT_BITS) - 1)
+
+    def read(self) -> tuple[Tensor, Tensor]:
+        """Every rank's (indices, rows), after the all-reduce."""
+        digits = self.table[:, self.width :].long()
+        idx = digits[:, 0].clone()
+        for d in range(1, self.digits):
+            idx += digits[:, d] << (DIGIT_BITS * d)
+        return idx, self.table[:, : self.width]

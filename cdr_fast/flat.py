@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .cdr_rule import gradient_scale, keep_count, rdi_coefficient
-from .distributed import SINGLE, Distributed
+from .distributed import SINGLE, Distributed, RowSlots
 from .engines import Engine
 
 ALIGN = 16
@@ -38,7 +38,9 @@ def _padded(n: int) -> int:
 class FlatGroup:
     """One param group's tensors as views into flat weight, grad and momentum buffers."""
 
-    def __init__(self, params: list[Tensor], scored: list[bool]) -> None:
+    def __init__(self, params: list[Tensor], scored: list[bool], extra: int = 0) -> None:
+        """``extra``: room after the gradient in the buffer the all-reduce carries (``comm``),
+        for rows that travel with it (``cdr_fast.distributed.RowSlots``)."""
         first = params[0]
         if any(p.dtype != first.dtype or p.device != first.device for p in params):
             raise ValueError("flat buffers need one dtype and one device per param group; got "
@@ -50,7 +52,8 @@ class FlatGroup:
         start_unscored = _padded(self.n_scored)
         self.numel = _padded(start_unscored + sum(p.numel() for p in unscored_params))
         self.weights = torch.zeros(self.numel, dtype=self.dtype, device=self.device)
-        self.grads = torch.zeros_like(self.weights)
+        self.comm = torch.zeros(self.numel + extra, dtype=self.dtype, device=self.device)
+        self.grads, self.extra = self.comm[: self.numel], self.comm[self.numel :]
         self.momentum = torch.zeros_like(self.weights)
         self.initial: Tensor | None = None
         self.params: list[Tensor] = []
@@ -166,11 +169,25 @@ class FlatState:
                  is_scored: Callable[[dict[str, Any], Tensor], bool], dist: Distributed = SINGLE) -> None:
         self.groups, self.engine, self.dist = groups, engine, dist
         self.flats: list[FlatGroup | None] = []
-        self.outside: list[list[Tensor]] = []  # sparse-gradient parameters (the AUX table)
-        for group in groups:
-            dense = [p for p in group["params"] if not (p.grad is not None and p.grad.is_sparse)]
-            self.flats.append(FlatGroup(dense, [is_scored(group, p) for p in dense]) if dense else None)
-            self.outside.append([p for p in group["params"] if p.grad is not None and p.grad.is_sparse])
+        dense = [[p for p in group["params"] if not (p.grad is not None and p.grad.is_sparse)] for group in groups]
+        # sparse-gradient parameters (the AUX table), stepped outside the flat buffers
+        self.outside = [[p for p in group["params"] if p.grad is not None and p.grad.is_sparse] for group in groups]
+        # Under torch.distributed the sparse rows ride in the first dense group's all-reduce.
+        host = next((i for i, d in enumerate(dense) if d), None)
+        riders = [(group, p) for group, outside in zip(groups, self.outside) for p in outside
+                  if dist.enabled and host is not None and group.get("batch_size") and p.dim() == 2
+                  and p.dtype == dense[host][0].dtype and group["momentum"] == 0 and group["weight_decay"] == 0
+                  and group["rdi_lambda"] == 0]
+        sizes = [RowSlots.size(dist, dist.max_shard(group["batch_size"]), p.shape[1], p.shape[0]) for group, p in riders]
+        for i, (group, params) in enumerate(zip(groups, dense)):
+            extra = sum(sizes) if i == host else 0
+            self.flats.append(FlatGroup(params, [is_scored(group, p) for p in params], extra) if params else None)
+        self.slots: dict[int, RowSlots] = {}
+        offset = 0
+        for (group, p), size in zip(riders, sizes):
+            buffer = self.flats[host].extra[offset : offset + size]
+            self.slots[id(p)] = RowSlots(buffer, dist, dist.max_shard(group["batch_size"]), p.shape[1], p.shape[0])
+            offset += size
         scored = [f for f in self.flats if f is not None and f.n_scored]
         dtype = scored[0].dtype if scored else torch.float32
         device = scored[0].device if scored else groups[0]["params"][0].device
@@ -209,9 +226,14 @@ class FlatState:
         """One step of every group; returns the threshold, the kept count and the scored count
         (the optimizer's to read; None if nothing was masked)."""
         present = [flat.present(self.dist.enabled) if flat is not None else [] for flat in self.flats]
+        for outside in self.outside:
+            for p in outside:
+                if id(p) in self.slots:  # a rank without rows this step still sends its (empty) slot
+                    g = p.grad
+                    self.slots[id(p)].write(*((g._indices()[0], g._values()) if g is not None else (None, None)))
         for flat in self.flats:
-            if flat is not None:
-                self.dist.all_reduce_mean_(flat.grads)  # one collective per group, on the buffer we step on
+            if flat is not None:  # one collective per group, on the buffer we step on (and the rows)
+                self.dist.all_reduce_mean_and_sum_(flat.comm, flat.numel)
         whole = all(all(have) for have in present) and sum(bool(f and f.n_scored) for f in self.flats) <= 1
         # Usually every buffer as it is; when some parameter has no gradient this step, or several
         # groups are scored, copies of what takes part (torch leaves the others alone).
@@ -241,7 +263,7 @@ class FlatState:
                 if span.write_back is not None:
                     span.write_back()
             for p in outside:
-                outside_update(self.engine, self.dist, group, state, p, self.thr, self.kept)
+                outside_update(self.engine, self.dist, group, state, p, self.thr, self.kept, self.slots.get(id(p)))
         return (self.thr, self.kept, n_scored) if mask else None
 
     @staticmethod
@@ -281,14 +303,19 @@ def rows_per_rank(group: dict[str, Any], idx: Tensor, dist: Distributed) -> int:
 
 
 def outside_update(engine: Engine, dist: Distributed, group: dict[str, Any], state: dict, p: Tensor, thr: Tensor,
-                   kept: Tensor) -> None:
-    """A parameter outside the flat buffers (the AUX table): row-sparse SGD, O(batch x classes)."""
+                   kept: Tensor, slots: RowSlots | None = None) -> None:
+    """A parameter outside the flat buffers (the AUX table): row-sparse SGD, O(batch x classes).
+    ``slots``: where the gradient all-reduce brought every rank's rows (else they are all-gathered)."""
+    if slots is not None:  # every rank applies every rank's rows: the tables stay identical
+        idx, rows = slots.read()
+        engine.aux_row_update(p.data, idx, rows, -group["lr"] / dist.world_size)
+        return
     g = p.grad
     if g is None:
         return
     if g.is_sparse and group["momentum"] == 0 and group["weight_decay"] == 0 and group["rdi_lambda"] == 0:
         idx, rows = g._indices()[0], g._values()
-        if dist.enabled:  # every rank applies every rank's rows: the tables stay identical
+        if dist.enabled:
             idx, rows = dist.all_gather_rows(idx, rows, rows_per_rank(group, idx, dist))
         engine.aux_row_update(p.data, idx, rows, -group["lr"] / dist.world_size)
         return

@@ -59,6 +59,32 @@ def test_loss_weights_make_the_ranks_mean_the_global_mean(world, batch):
     assert torch.allclose(torch.stack(per_rank).mean(), losses.mean(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("num_rows", [5, 54_000, 1_281_167, 2**40])
+def test_row_slots_carry_every_ranks_rows_exactly_through_a_sum(fresh_seed, num_rows):
+    """The all-reduce sums the ranks' buffers; each slot has one writer, so every rank reads every
+    rank's indices (any size: base-4096 digits) and rows bit for bit, padding rows included."""
+    from cdr_fast.distributed import RowSlots
+
+    gen = torch.Generator().manual_seed(fresh_seed)
+    world, max_rows, width = 3, 4, 10
+    size = RowSlots.size(Distributed(0, world), max_rows, width, num_rows)
+    buffers = [torch.zeros(size) for _ in range(world)]
+    sent = []
+    for rank, count in zip(range(world), (4, 3, 0)):  # unequal shares, one rank without rows
+        idx = torch.randint(0, num_rows, (count,), generator=gen)
+        rows = torch.randn(count, width, generator=gen) * 10 ** torch.randint(-30, 30, (count, 1), generator=gen)
+        RowSlots(buffers[rank], Distributed(rank, world), max_rows, width, num_rows).write(
+            idx if count else None, rows if count else None)
+        sent.append((idx, rows))
+    total = torch.stack(buffers).sum(0)  # what the all-reduce leaves on every rank
+    idx, rows = RowSlots(total, Distributed(1, world), max_rows, width, num_rows).read()
+    for rank, (i, r) in enumerate(sent):
+        lo = rank * max_rows
+        assert torch.equal(idx[lo : lo + len(i)], i) and torch.equal(rows[lo : lo + len(i)], r)
+        assert torch.equal(idx[lo + len(i) : lo + max_rows], torch.zeros(max_rows - len(i), dtype=torch.int64))
+        assert not rows[lo + len(i) : lo + max_rows].any()  # padding: index 0, zero rows
+
+
 # ---------------------------------------------------------------- the library path
 
 
