@@ -188,6 +188,11 @@ SINGLE = Distributed()
 DIGIT_BITS = 12  # an index travels as base-4096 digits: small integers that float32 sums keep exact
 
 
+def index_digits(num_rows: int) -> int:
+    """How many base-4096 digits spell every index below ``num_rows``."""
+    return max(1, -(-max(num_rows - 1, 1).bit_length() // DIGIT_BITS))
+
+
 class RowSlots:
     """A table's batch rows carried by the gradient all-reduce: ``buffer`` holds one slot per rank
     of ``max_rows`` rows, each ``width`` values plus the row's index as base-4096 digits. Every
@@ -197,14 +202,14 @@ class RowSlots:
 
     def __init__(self, buffer: Tensor, dist: Distributed, max_rows: int, width: int, num_rows: int) -> None:
         self.dist, self.max_rows, self.width = dist, max_rows, width
-        self.digits = max(1, -(-max(num_rows - 1, 1).bit_length() // DIGIT_BITS))
+        self.digits = index_digits(num_rows)
         self.buffer = buffer
         self.table = buffer.view(dist.world_size * max_rows, width + self.digits)
 
     @staticmethod
     def size(dist: Distributed, max_rows: int, width: int, num_rows: int) -> int:
-        digits = max(1, -(-max(num_rows - 1, 1).bit_length() // DIGIT_BITS))
-        return dist.world_size * max_rows * (width + digits)
+        """The buffer length the slots of a ``num_rows`` x ``width`` table need."""
+        return dist.world_size * max_rows * (width + index_digits(num_rows))
 
     def write(self, idx: Tensor | None, rows: Tensor | None) -> None:
         """This rank's rows into its slot (None: it has none this step), every other slot zero."""

@@ -168,25 +168,22 @@ class FlatState:
     def __init__(self, groups: list[dict[str, Any]], state: dict, engine: Engine,
                  is_scored: Callable[[dict[str, Any], Tensor], bool], dist: Distributed = SINGLE) -> None:
         self.groups, self.engine, self.dist = groups, engine, dist
-        self.flats: list[FlatGroup | None] = []
         dense = [[p for p in group["params"] if not (p.grad is not None and p.grad.is_sparse)] for group in groups]
         # sparse-gradient parameters (the AUX table), stepped outside the flat buffers
         self.outside = [[p for p in group["params"] if p.grad is not None and p.grad.is_sparse] for group in groups]
         # Under torch.distributed the sparse rows ride in the first dense group's all-reduce.
-        host = next((i for i, d in enumerate(dense) if d), None)
-        riders = [(group, p) for group, outside in zip(groups, self.outside) for p in outside
-                  if dist.enabled and host is not None and group.get("batch_size") and p.dim() == 2
-                  and p.dtype == dense[host][0].dtype and group["momentum"] == 0 and group["weight_decay"] == 0
-                  and group["rdi_lambda"] == 0]
-        sizes = [RowSlots.size(dist, dist.max_shard(group["batch_size"]), p.shape[1], p.shape[0]) for group, p in riders]
-        for i, (group, params) in enumerate(zip(groups, dense)):
-            extra = sum(sizes) if i == host else 0
-            self.flats.append(FlatGroup(params, [is_scored(group, p) for p in params], extra) if params else None)
+        host = next((i for i, params in enumerate(dense) if params), None)
+        riders = [(p, dist.max_shard(group["batch_size"])) for group, outside in zip(groups, self.outside)
+                  for p in outside if dist.enabled and host is not None and self._can_ride(group, p, dense[host][0])]
+        sizes = [RowSlots.size(dist, max_rows, p.shape[1], p.shape[0]) for p, max_rows in riders]
+        self.flats: list[FlatGroup | None] = [
+            FlatGroup(params, [is_scored(group, p) for p in params], sum(sizes) if i == host else 0) if params else None
+            for i, (group, params) in enumerate(zip(groups, dense))]
         self.slots: dict[int, RowSlots] = {}
         offset = 0
-        for (group, p), size in zip(riders, sizes):
-            buffer = self.flats[host].extra[offset : offset + size]
-            self.slots[id(p)] = RowSlots(buffer, dist, dist.max_shard(group["batch_size"]), p.shape[1], p.shape[0])
+        for (p, max_rows), size in zip(riders, sizes):
+            self.slots[id(p)] = RowSlots(self.flats[host].extra[offset : offset + size], dist, max_rows, p.shape[1],
+                                         p.shape[0])
             offset += size
         scored = [f for f in self.flats if f is not None and f.n_scored]
         dtype = scored[0].dtype if scored else torch.float32
@@ -226,11 +223,10 @@ class FlatState:
         """One step of every group; returns the threshold, the kept count and the scored count
         (the optimizer's to read; None if nothing was masked)."""
         present = [flat.present(self.dist.enabled) if flat is not None else [] for flat in self.flats]
-        for outside in self.outside:
-            for p in outside:
-                if id(p) in self.slots:  # a rank without rows this step still sends its (empty) slot
-                    g = p.grad
-                    self.slots[id(p)].write(*((g._indices()[0], g._values()) if g is not None else (None, None)))
+        if self.slots:  # a rank without rows this step still sends its (empty) slot
+            for p in (p for outside in self.outside for p in outside if id(p) in self.slots):
+                g = p.grad
+                self.slots[id(p)].write(*((g._indices()[0], g._values()) if g is not None else (None, None)))
         for flat in self.flats:
             if flat is not None:  # one collective per group, on the buffer we step on (and the rows)
                 self.dist.all_reduce_mean_and_sum_(flat.comm, flat.numel)
@@ -265,6 +261,13 @@ class FlatState:
             for p in outside:
                 outside_update(self.engine, self.dist, group, state, p, self.thr, self.kept, self.slots.get(id(p)))
         return (self.thr, self.kept, n_scored) if mask else None
+
+    @staticmethod
+    def _can_ride(group: dict[str, Any], p: Tensor, host_param: Tensor) -> bool:
+        """Whether a sparse table's rows can travel in the gradient all-reduce: a plain-SGD table
+        (AuxBias.param_group, which records the global batch size) of the host buffer's dtype."""
+        plain = group["momentum"] == 0 and group["weight_decay"] == 0 and group["rdi_lambda"] == 0
+        return plain and bool(group.get("batch_size")) and p.dim() == 2 and p.dtype == host_param.dtype
 
     @staticmethod
     def _whole(flat: FlatGroup | None) -> Span | None:

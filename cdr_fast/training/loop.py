@@ -63,8 +63,10 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, 
     """Accuracy in percent; under torch.distributed each rank evaluates a contiguous share."""
     model.eval()
     n = images.shape[0]
-    share = dist.shard(torch.arange(n))
-    lo, hi = (int(share[0]), int(share[-1]) + 1) if share.numel() else (0, 0)
+    lo, hi = 0, n
+    if dist.enabled:
+        share = dist.shard(torch.arange(n))
+        lo, hi = (int(share[0]), int(share[-1]) + 1) if share.numel() else (0, 0)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     for i in range(lo, hi, batch_size):
         end = min(i + batch_size, hi)
