@@ -183,7 +183,7 @@ class CDRSGD(Optimizer):
         flat gradient (whatever ``set_to_none`` says), so that backward accumulates into it in place;
         with ``set_to_none=True`` a parameter that then gets no gradient is left alone by the step,
         as in torch."""
-        if self._flat is None:
-            super().zero_grad(set_to_none)
-        else:
+        if isinstance(self._flat, FlatState):
             self._flat.zero_grad(set_to_none)
+        else:  # before the first step, or FSDP2's shards (their .grad is FSDP's): torch's own
+            super().zero_grad(set_to_none)

@@ -68,16 +68,6 @@ class ShardedState:
     def adopt(self, state: dict) -> None:
         """Nothing to adopt: the state's local tensors are used as they are."""
 
-    def zero_grad(self, set_to_none: bool) -> None:
-        for group in self.groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.detach_().zero_()
-
     @torch.no_grad()
     def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor, Tensor, int] | None:
         """One step of every group on this rank's shards; returns the threshold, the kept count

@@ -38,12 +38,6 @@ class Interval(NamedTuple):
     high: float
     n: int
 
-    def text(self, signed: bool = True) -> str:
-        mean = f"{self.mean:+.2f}" if signed else f"{self.mean:.2f}"
-        if self.n < 2:
-            return f"{mean} (n=1)"
-        return f"{mean} [{self.low:+.2f}, {self.high:+.2f}] (n={self.n})"
-
 
 def mean_interval(values: list[float]) -> Interval:
     """The mean and its two-sided 95% t-interval."""
