@@ -4,7 +4,8 @@ At 61,706 (LeNet), 1M, 11M (ResNet-18) and 23.5M (ResNet-50, CIFAR layout) param
 real models' tensor shapes, tau 0.4, momentum 0.9, weight decay 1e-3:
 
 - ``fused``: ``CDRSGD(fused=True)``: the compiled engine on CPU, the Triton engine on CUDA;
-  approximate threshold (exact below 2M scored weights, see cdr_fast/sampling.py);
+  approximate threshold (exact below 786k scored weights on the CPU, 2.1M on CUDA; see
+  cdr_fast/sampling.py);
 - ``fused_exact``: the same with ``exact=True``;
 - ``fused_tau0``: the fused engine with tau = 0 (plain SGD through our flat buffers);
 - ``reference``: the reference engine, a global ``torch.topk`` per step as the published code;

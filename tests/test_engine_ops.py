@@ -59,21 +59,83 @@ def test_masked_update_matches_float64_reference(fresh_seed, engine_name, n, mom
     assert kept.item() == 3 + (expected_kept if mask else 0)
 
 
-@pytest.mark.parametrize("compile", [False, True])
-def test_compiled_update_both_paths(fresh_seed, compile):
-    """The compiled engine's eager (small) and Inductor (large) paths, forced, at a size that is neither."""
+@pytest.fixture
+def threads():
+    """Set torch's (and so the C kernels') thread count for one test; restored after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+# Above the C kernels' PARALLEL_MIN (2**17): the passes split into one part per thread.
+PARALLEL_SIZE = 300_001
+
+
+@pytest.mark.parametrize("portable", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_compiled_update_is_the_same_on_any_split(fresh_seed, threads, portable, n_threads):
+    """The compiled engine's update split over threads (3: parts that do not divide the buffer), with
+    the AVX2 loop and the portable one: the same bits, the float64 reference to rounding."""
+    threads(n_threads)
+    native.force_scalar(portable)
     engine, _ = engine_and_device("compiled")
     gen = torch.Generator().manual_seed(fresh_seed)
-    n = 300_001
+    n = PARALLEL_SIZE
     w, g, buf, w0 = (torch.randn(n, generator=gen) for _ in range(4))
+    inputs = [t.clone() for t in (w, g, buf, w0)]
     expected_w, expected_buf, expected_kept = reference_step(w, g, buf, w0, 0.7, n // 2, 0.1, 0.9, 1e-2, 0.04, 0.6,
                                                              True)
     kept = torch.zeros((), dtype=torch.int32)
     engine.masked_update(w, g, buf, w0, torch.tensor(0.7), kept, n_scored=n // 2, lr=0.1, momentum=0.9,
-                         weight_decay=1e-2, rdi_coef=0.04, clip=0.6, mask=True, compile=compile)
+                         weight_decay=1e-2, rdi_coef=0.04, clip=0.6, mask=True)
     torch.testing.assert_close(w, expected_w, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(buf, expected_buf, rtol=1e-6, atol=1e-6)
     assert kept.item() == expected_kept
+    # One element at a time on one thread: the same bits.
+    threads(1)
+    native.force_scalar(True)
+    one_w, one_g, one_buf, one_w0 = inputs
+    for lo, hi in ((0, 1), (1, n // 2), (n // 2, n)):
+        s = slice(lo, hi)
+        engine.masked_update(one_w[s], one_g[s], one_buf[s], one_w0[s], torch.tensor(0.7), torch.zeros((), dtype=torch.int32),
+                             n_scored=max(0, min(hi, n // 2) - lo), lr=0.1, momentum=0.9, weight_decay=1e-2,
+                             rdi_coef=0.04, clip=0.6, mask=True)
+    assert torch.equal(w, one_w) and torch.equal(buf, one_buf)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("kind", ["normal", "ties", "zeros"])
+def test_compiled_exact_threshold_on_any_split(fresh_seed, threads, portable, n_threads, kind):
+    """The band pass split over threads gathers the same band: the threshold is torch.topk's."""
+    threads(n_threads)
+    native.force_scalar(portable)
+    engine, _ = engine_and_device("compiled")
+    w, g = score_inputs(kind, PARALLEL_SIZE, torch.Generator().manual_seed(fresh_seed))
+    g[fresh_seed % 1000] = math.inf  # one Inf somewhere in the first part
+    scores = (g * w).abs()
+    thr = torch.tensor(-1.0)
+    for k in (1, int(0.3 * PARALLEL_SIZE), int(0.6 * PARALLEL_SIZE), PARALLEL_SIZE):
+        engine.threshold(w, g, k, thr, exact=True, seed=0)
+        assert thr.item() == scores.topk(k).values[-1].item(), k
+
+
+def test_compiled_systematic_sample_is_the_plans(fresh_seed):
+    """The C loop reads exactly the sample ``cdr_fast.sampling`` defines: in every whole window, the
+    VEC scores at this step's phase (strided views in torch as the reference)."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    n = 3 * sampling.CPU_MIN_SAMPLE * 5 + 77  # a partial last window
+    plan = sampling.systematic_plan(n, exact=False)
+    w, g = torch.randn(n, generator=gen), torch.randn(n, generator=gen)
+    for seed in (0, fresh_seed, fresh_seed + 1):
+        phase = plan.phase(seed)
+        end = plan.windows * plan.window
+        columns = slice(phase, phase + sampling.VEC)
+        expected = (g[:end].view(plan.windows, plan.window)[:, columns]
+                    * w[:end].view(plan.windows, plan.window)[:, columns]).abs().flatten()
+        out = torch.full((plan.n_sample,), math.nan)
+        native.systematic_sample(g, w, plan.windows, plan.window, phase, out)
+        assert torch.equal(out, expected)
 
 
 @pytest.mark.parametrize("engine_name", SELECT_ENGINES)

@@ -4,7 +4,7 @@ Engines, one vocabulary everywhere (library, CLI, config, summary, grid):
 
 - ``triton``: the kernels in ``cdr_fast.kernels`` on CUDA tensors (on CPU tensors only under
   ``TRITON_INTERPRET=1``, which is how the tests run them without a GPU);
-- ``compiled``: the CPU twin (``torch.compile``/Inductor);
+- ``compiled``: the CPU twin, in C (``cpu_kernels.c``, built on first use);
 - ``reference``: eager PyTorch, exactly the published methods;
 - ``auto``: ``triton`` on CUDA, ``compiled`` on the CPU.
 

@@ -1,9 +1,11 @@
 """Build ``cpu_kernels.c`` once with the system C compiler and call it through ctypes.
 
-The compiled engine already needs a C compiler (``torch.compile`` emits C++ through it); this
-file uses the same one, for a plain C99 source without torch headers, so a build takes well
-under a second. The library is cached under ``$CDR_FAST_CACHE`` (default
+The compiler is the one ``torch.compile`` would emit C++ through; the source is plain C99
+without torch headers, so a build takes well under a second. The library is cached under ``$CDR_FAST_CACHE`` (default
 ``~/.cache/cdr_fast``), keyed by the source's hash, and rebuilt when the source changes.
+
+With ``-fopenmp`` the passes over every parameter use torch's threads (see ``cpu_kernels.c``); a
+compiler without OpenMP builds the same source single-threaded (the pragmas are then ignored).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import Tensor
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fPIC", "-shared"]
+OPENMP = "-fopenmp"
 
 
 def _compiler() -> str:
@@ -36,16 +39,19 @@ def _compiler() -> str:
 @cache
 def library() -> ctypes.CDLL:
     source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source + " ".join(FLAGS).encode() + platform.machine().encode()).hexdigest()[:16]
+    tag = hashlib.sha256(source + " ".join([*FLAGS, OPENMP]).encode() + platform.machine().encode()).hexdigest()[:16]
     cache_dir = Path(os.environ.get("CDR_FAST_CACHE", Path.home() / ".cache" / "cdr_fast"))
     target = cache_dir / f"cpu_kernels-{tag}.so"
     if not target.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:  # build aside, then rename: atomic
             built = Path(tmp) / target.name
-            done = subprocess.run([_compiler(), *FLAGS, str(SOURCE), "-o", str(built), "-lm"],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
+            for flags in ([*FLAGS, OPENMP], FLAGS):
+                done = subprocess.run([_compiler(), *flags, str(SOURCE), "-o", str(built), "-lm"],
+                                      capture_output=True, text=True)
+                if done.returncode == 0:
+                    break
+            else:
                 raise RuntimeError(f"building {SOURCE.name} failed:\n{done.stderr[-2000:]}")
             os.replace(built, target)
     lib = ctypes.CDLL(str(target))
@@ -54,6 +60,8 @@ def library() -> ctypes.CDLL:
     lib.cdr_kth_largest.restype = None
     lib.cdr_masked_update.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr, f32, f32, f32, f32, f32, ctypes.c_int, ptr]
     lib.cdr_masked_update.restype = None
+    lib.cdr_systematic_sample.argtypes = [ptr, ptr, i64, i64, i64, ptr]
+    lib.cdr_systematic_sample.restype = None
     lib.cdr_force_scalar.argtypes = [ctypes.c_int]
     lib.cdr_force_scalar.restype = None
     return lib
@@ -71,6 +79,13 @@ def kth_largest(a: Tensor, b: Tensor | None, k: int, scratch: Tensor, out: Tenso
     assert a.numel() < 2**32, "the C select counts in 32 bits"
     library().cdr_kth_largest(a.data_ptr(), None if b is None else b.data_ptr(), a.numel(), k, scratch.data_ptr(),
                               out.data_ptr())
+
+
+def systematic_sample(a: Tensor, b: Tensor, windows: int, window: int, phase: int, out: Tensor) -> None:
+    """``out[4 j + c]`` <- ``|a * b|`` at ``window * j + phase + c`` (c < 4): the systematic sample of
+    ``cdr_fast.sampling``, read in place (no strided tensor ops). ``out``: float32, ``4 * windows``."""
+    assert out.dtype == torch.float32 and out.numel() >= 4 * windows and a.numel() >= window * windows
+    library().cdr_systematic_sample(a.data_ptr(), b.data_ptr(), windows, window, phase, out.data_ptr())
 
 
 def masked_update(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, kept: Tensor, *, n_scored: int,
