@@ -196,7 +196,8 @@ def test_compiled_approximate_threshold_keeps_within_half_a_point(fresh_seed, ki
 
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("batch,c", [(0, 10), (1, 1), (7, 10), (33, 300)])
-def test_aux_gather_add_and_its_sparse_gradient(fresh_seed, engine_name, batch, c):
+@pytest.mark.parametrize("lam", [1.0, 1.7])  # 1 skips the product on the reference path
+def test_aux_gather_add_and_its_sparse_gradient(fresh_seed, engine_name, batch, c, lam):
     engine, device = engine_and_device(engine_name)
     gen = torch.Generator().manual_seed(fresh_seed)
     table = torch.randn(50, c, generator=gen)
@@ -206,11 +207,11 @@ def test_aux_gather_add_and_its_sparse_gradient(fresh_seed, engine_name, batch, 
         idx[1] = idx[2]  # a repeated index
     weights = torch.randn(batch, c, generator=gen)
     table_d = table.to(device).requires_grad_()
-    out = engine.aux_gather_add(logits.to(device), table_d, idx.to(device), 1.7)
-    torch.testing.assert_close(out.detach().cpu(), logits + 1.7 * table[idx], rtol=1e-6, atol=1e-6)
+    out = engine.aux_gather_add(logits.to(device), table_d, idx.to(device), lam)
+    torch.testing.assert_close(out.detach().cpu(), logits + lam * table[idx], rtol=1e-6, atol=1e-6)
     (out * weights.to(device)).sum().backward()
     assert table_d.grad.is_sparse
-    expected = torch.zeros(50, c).index_add_(0, idx, 1.7 * weights)
+    expected = torch.zeros(50, c).index_add_(0, idx, lam * weights)
     torch.testing.assert_close(table_d.grad.to_dense().cpu(), expected, rtol=1e-6, atol=1e-6)
 
 

