@@ -58,7 +58,8 @@ def _step_table(write) -> None:
             if ref:
                 line += f"  {ref / t:8.1f}x faster than reference"
             if sgd:
-                line += f"  {t / sgd:6.2f}x torch_sgd"
+                # interleaved sizes carry the median of per-round ratios (paired), else medians' ratio
+                line += f"  {extra.get('ratio', t / sgd):6.2f}x torch_sgd"
             if extra.get("bytes_per_param"):
                 moved = n * extra["bytes_per_param"]
                 line += f"  | {extra['bytes_per_param']} B/param, {moved / 1e6:.1f} MB, H100 roofline {moved / H100_BYTES_PER_S * 1e3:.3f} ms"
