@@ -1,8 +1,9 @@
 """Build ``cpu_kernels.c`` once with the system C compiler and call it through ctypes.
 
 The compiler is the one ``torch.compile`` would emit C++ through; the source is plain C99
-without torch headers, so a build takes well under a second. The library is cached under ``$CDR_FAST_CACHE`` (default
-``~/.cache/cdr_fast``), keyed by the source's hash, and rebuilt when the source changes.
+without torch headers, so a build takes well under a second. The library is cached under
+``$CDR_FAST_CACHE`` (default ``~/.cache/cdr_fast``), keyed by the source's hash, and rebuilt
+when the source changes.
 
 With ``-fopenmp`` the passes over every parameter use torch's threads (see ``cpu_kernels.c``); a
 compiler without OpenMP builds the same source single-threaded (the pragmas are then ignored).
