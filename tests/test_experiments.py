@@ -9,7 +9,7 @@ import pytest
 
 from cdr_fast.experiments import cli as experiments
 from cdr_fast.experiments.grid import Cell, run_grid
-from cdr_fast.experiments.report import table1_markdown
+from cdr_fast.experiments.report import curve_over_seeds, figure_memorisation, table1_markdown
 from cdr_fast.training import TrainConfig
 
 
@@ -32,6 +32,25 @@ def test_table_layout_bold_and_seeds():
 def test_single_seed_has_no_spread():
     text = table1_markdown([row("symmetric", "sgd", 0.2, 1, 90.0), row("symmetric", "aux", 0.2, 1, 91.5)])
     assert "| symmetric | SGD | 90.00 |" in text and "| AUX | **91.50** |" in text
+
+
+def write_metrics(folder, memorised):
+    folder.mkdir()
+    with open(folder / "metrics.csv", "w") as f:
+        f.write("epoch,memorised_noisy,test_acc\n")
+        f.writelines(f"{e},{m},{100 - m}\n" for e, m in enumerate(memorised, start=1))
+    return folder
+
+
+def test_memorisation_curvescurve_over_seeds(tmp_path):
+    """Mean, lowest and highest seed per epoch, on the epochs every seed has reached."""
+    seeds = [write_metrics(tmp_path / "s1", [4.0, 10.0, 30.0]), write_metrics(tmp_path / "s2", [6.0, 2.0]),
+             write_metrics(tmp_path / "s3", [5.0, 0.0, 1.0])]
+    assert curve_over_seeds(seeds, "memorised_noisy") == ([1.0, 2.0], [5.0, 4.0], [4.0, 0.0], [6.0, 10.0])
+    assert curve_over_seeds(seeds[:1], "test_acc") == ([1.0, 2.0, 3.0], [96.0, 90.0, 70.0], [96.0, 90.0, 70.0],
+                                                  [96.0, 90.0, 70.0])
+    figure_memorisation({"sgd": seeds, "cdr": seeds[:1]}, tmp_path / "m.png", "symmetric noise, 40%")
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 from ..atomic_io import write_bytes_atomic, write_csv_atomic
@@ -91,12 +92,15 @@ def report_table1(out: Path) -> None:
     first_seed = min(s["seed"] for s in summaries.values())
     by_key = {(s["noise_type"], s["method"], s["noise_rate"]): runs / name
               for name, s in summaries.items() if s["seed"] == first_seed}
+    every_seed = defaultdict(list)
+    for name, s in sorted(summaries.items(), key=lambda item: item[1]["seed"]):
+        every_seed[(s["noise_type"], s["method"], s["noise_rate"])].append(runs / name)
     for noise in sorted({k[0] for k in by_key}):
         curves = {(m, r): f for (n, m, r), f in by_key.items() if n == noise}
         method = "cdr_aux" if any(m == "cdr_aux" for m, _ in curves) else next(iter(curves))[0]
         figure_training_curves(curves, out / f"fig1_{noise}.png", method)
         for rate in sorted({r for _, r in curves}):
-            per_method = {m: f for (m, r), f in curves.items() if r == rate}
+            per_method = {m: folders for (n, m, r), folders in every_seed.items() if n == noise and r == rate}
             figure_memorisation(per_method, out / f"memorisation_{noise}{round(100 * rate)}.png",
                                 f"{noise} noise, {round(100 * rate)}%")
 

@@ -155,19 +155,40 @@ def figure_training_curves(runs: dict[tuple, Path], path: Path, method: str = "c
     plt.close(fig)
 
 
-def figure_memorisation(runs: dict[str, Path], path: Path, title: str) -> None:
-    """Fraction of noisy training examples whose noisy label the network predicts, per method."""
+def curve_over_seeds(folders: list[Path], key: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Epochs, and the mean, min and max of ``key`` over the runs in ``folders`` (one per seed),
+    on the epochs every run has reached."""
+    runs = [read_metrics(f) for f in folders]
+    n = min(len(r) for r in runs)
+    columns = [[r[e][key] for r in runs] for e in range(n)]
+    return ([runs[0][e]["epoch"] for e in range(n)], [statistics.fmean(c) for c in columns],
+            [min(c) for c in columns], [max(c) for c in columns])
+
+
+def figure_memorisation(runs: dict[str, list[Path]], path: Path, title: str) -> None:
+    """Why test accuracy falls: the share of noisy training examples whose noisy label the network
+    predicts (left) and test accuracy (right) against epochs, per method. Each line is the mean
+    over the method's seeds, with the band from the lowest to the highest seed."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     order = [m for m in METHOD_LABELS if m in runs]
-    for method, style in zip(order, STYLES):
-        metrics = read_metrics(runs[method])
-        ax.plot([m["epoch"] for m in metrics], [m["memorised_noisy"] for m in metrics], label=METHOD_LABELS[method],
-                markersize=4, **style)
-    ax.set_ylabel("noisy examples memorised (%)")
-    ax.set_title(title)
-    _epoch_axis(ax)
-    ax.legend(fontsize=8)
+    seeds = {len(folders) for folders in runs.values()}
+    for ax, key, label in zip(axes, ("memorised_noisy", "test_acc"), ("noisy examples memorised (%)",
+                                                                       "test accuracy (%)")):
+        for method, style in zip(order, STYLES):
+            epochs, mean, lo, hi = curve_over_seeds(runs[method], key)
+            name = METHOD_LABELS[method] + (f" ({len(runs[method])} seeds)" if len(seeds) > 1 else "")
+            line, = ax.plot(epochs, mean, label=name, markersize=4, markevery=max(1, len(epochs) // 12), **style)
+            if len(runs[method]) > 1:
+                ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        ax.set_ylabel(label)
+        _epoch_axis(ax)
+    if seeds == {1}:
+        spread = "one seed"
+    else:
+        spread = (f"mean of {seeds.pop()} seeds" if len(seeds) == 1 else "mean over seeds") + ", band: lowest to highest"
+    fig.suptitle(f"{title} ({spread})", fontsize=11)
+    axes[0].legend(fontsize=8)
     _save(fig, path)
     plt.close(fig)
 
