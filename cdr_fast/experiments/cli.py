@@ -98,7 +98,7 @@ def report_table1(out: Path) -> None:
     for noise in sorted({k[0] for k in by_key}):
         curves = {(m, r): f for (n, m, r), f in by_key.items() if n == noise}
         method = "cdr_aux" if any(m == "cdr_aux" for m, _ in curves) else next(iter(curves))[0]
-        figure_training_curves(curves, out / f"fig1_{noise}.png", method)
+        figure_training_curves(curves, out / f"fig1_{noise}.png", method, noise)
         for rate in sorted({r for _, r in curves}):
             per_method = {m: folders for (n, m, r), folders in every_seed.items() if n == noise and r == rate}
             figure_memorisation(per_method, out / f"memorisation_{noise}{round(100 * rate)}.png",
@@ -119,7 +119,7 @@ def report_aux(out: Path) -> None:
                   and r["aux_lr"] == default.aux_lr and r["seed"] == min(x["seed"] for x in swept)]
     for noise in sorted({r["noise_type"] for r in at_default}):
         curves = {("cdr_aux", r["noise_rate"]): out / "runs" / r["cell"] for r in at_default if r["noise_type"] == noise}
-        figure_training_curves(curves, out / f"fig1_{noise}.png")
+        figure_training_curves(curves, out / f"fig1_{noise}.png", noise=noise)
 
 
 def build_parser() -> argparse.ArgumentParser:
