@@ -120,7 +120,7 @@ def test_seed_comparison_puts_ours_beside_the_seed():
 # ---------------------------------------------------------------- statistics over seeds
 
 def _seed_table_rows():
-    from cdr_fast.experiments.report import SEED_RATES, SEED_TABLE1
+    from cdr_fast.experiments.seed_report import SEED_RATES, SEED_TABLE1
 
     return [{"noise_type": n, "noise_rate": r, "method": m, "seed": 1, "test_acc_at_best_val": v}
             for n, methods in SEED_TABLE1.items() for m, values in methods.items()
@@ -134,6 +134,23 @@ def test_claim_summary_reproduces_the_seed_reports_own_numbers_from_its_table():
     over_all = {c["baseline"]: c for c in claim_summary(_seed_table_rows()) if c["scope"].startswith("all")}
     assert {b: round(c["mean_diff"], 2) for b, c in over_all.items()} == {"sgd": 1.44, "cdr": 0.76, "aux": 0.89}
     assert all(c["n"] == 12 for c in over_all.values())
+    # read against itself, the seed column equals ours on every scope
+    assert all(c["seed_report"] == pytest.approx(c["mean_diff"]) for c in claim_summary(_seed_table_rows()))
+
+
+def test_seed_column_averages_the_seeds_table_over_the_same_cells():
+    """Hand-computed from the seed's 40% column: CDR+AUX - SGD is (2.00 + 1.35 + 2.98 + 0.23) / 4."""
+    from cdr_fast.experiments.stats import claim_summary
+
+    rows = [r | {"seed": s, "test_acc_at_best_val": 90.0 + s + (r["method"] == "cdr_aux")}
+            for r in _seed_table_rows() if r["noise_rate"] == 0.4 for s in (1, 2)]
+    summary = {(c["baseline"], c["scope"]): c for c in claim_summary(rows)}
+    assert summary[("sgd", "40% column, over seeds")]["seed_report"] == pytest.approx(6.56 / 4)
+    assert summary[("sgd", "all cells, seed 1")]["seed_report"] == pytest.approx(6.56 / 4)
+    assert summary[("sgd", "40% column, over seeds")]["mean_diff"] == pytest.approx(1.0)
+    # another dataset's grid has no seed column: the seed's table is MNIST's
+    fashion = [r | {"dataset": "fashion-mnist"} for r in rows]
+    assert all(c["seed_report"] is None for c in claim_summary(fashion))
 
 
 def test_mean_interval_is_the_hand_computed_t_interval():

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic_io import write_bytes_atomic
+from .seed_report import SEED_RATES, SEED_TABLE1
 
 NOISE_ORDER = ["instance", "asymmetric", "pairflip", "symmetric", "none"]  # the seed report's block order
 METHOD_LABELS = {"sgd": "SGD", "cdr": "CDR", "aux": "AUX", "cdr_aux": "CDR+AUX", "rdi": "RDI", "cdr_rdi": "CDR+RDI"}
@@ -60,20 +61,6 @@ def table1_markdown(rows: list[dict[str, Any]], metric: str = "test_acc_at_best_
                 entries.append(f"**{text}**" if math.isclose(mean, best[rate]) else text)
             lines.append(f"| {noise if i == 0 else ''} | {METHOD_LABELS[method]} | " + " | ".join(entries) + " |")
     return "\n".join(lines) + "\n"
-
-
-# The seed report's Table 1: test accuracy (%), LeNet on MNIST, batch 32, lr 0.01, momentum 0.9, wd 1e-3.
-SEED_TABLE1 = {
-    "instance": {"sgd": (98.14, 92.46, 29.23), "cdr": (98.45, 93.96, 30.89), "aux": (98.27, 94.21, 27.86),
-                 "cdr_aux": (98.45, 94.46, 31.03)},
-    "asymmetric": {"sgd": (99.05, 97.56, 63.86), "cdr": (99.18, 98.85, 63.67), "aux": (99.15, 98.76, 62.33),
-                   "cdr_aux": (99.07, 98.91, 71.64)},
-    "pairflip": {"sgd": (98.97, 95.34, 11.52), "cdr": (99.05, 97.91, 11.52), "aux": (99.14, 97.73, 14.29),
-                 "cdr_aux": (99.16, 98.32, 11.52)},
-    "symmetric": {"sgd": (98.74, 98.40, 96.06), "cdr": (98.88, 98.55, 96.63), "aux": (98.84, 98.59, 96.80),
-                  "cdr_aux": (98.89, 98.63, 96.56)},
-}
-SEED_RATES = (0.2, 0.4, 0.7)
 
 
 def seed_comparison_markdown(rows: list[dict[str, Any]], metric: str = "test_acc_at_best_val") -> str:
