@@ -177,7 +177,8 @@ def figure_memorisation(runs: dict[str, list[Path]], path: Path, title: str) -> 
                                                                        "test accuracy (%)")):
         for method, style in zip(order, STYLES):
             epochs, mean, lo, hi = curve_over_seeds(runs[method], key)
-            name = METHOD_LABELS[method] + (f" ({len(runs[method])} seeds)" if len(seeds) > 1 else "")
+            n = len(runs[method])
+            name = METHOD_LABELS[method] + (f" ({n} seed{'s' if n > 1 else ''})" if len(seeds) > 1 else "")
             line, = ax.plot(epochs, mean, label=name, markersize=4, markevery=max(1, len(epochs) // 12), **style)
             if len(runs[method]) > 1:
                 ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
