@@ -42,13 +42,13 @@ def write_metrics(folder, memorised):
     return folder
 
 
-def test_memorisation_curvescurve_over_seeds(tmp_path):
+def test_memorisation_curves_over_seeds(tmp_path):
     """Mean, lowest and highest seed per epoch, on the epochs every seed has reached."""
     seeds = [write_metrics(tmp_path / "s1", [4.0, 10.0, 30.0]), write_metrics(tmp_path / "s2", [6.0, 2.0]),
              write_metrics(tmp_path / "s3", [5.0, 0.0, 1.0])]
     assert curve_over_seeds(seeds, "memorised_noisy") == ([1.0, 2.0], [5.0, 4.0], [4.0, 0.0], [6.0, 10.0])
     assert curve_over_seeds(seeds[:1], "test_acc") == ([1.0, 2.0, 3.0], [96.0, 90.0, 70.0], [96.0, 90.0, 70.0],
-                                                  [96.0, 90.0, 70.0])
+                                                        [96.0, 90.0, 70.0])
     figure_memorisation({"sgd": seeds, "cdr": seeds[:1]}, tmp_path / "m.png", "symmetric noise, 40%")
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -89,12 +89,10 @@ def report_table1(out: Path) -> None:
         f"## {title}\n\n" + stats_markdown(main_rows, METHOD_LABELS, metric)
         for metric, title in STATS_METRICS.items()).encode())
     runs = out / "runs"
-    first_seed = min(s["seed"] for s in summaries.values())
-    by_key = {(s["noise_type"], s["method"], s["noise_rate"]): runs / name
-              for name, s in summaries.items() if s["seed"] == first_seed}
-    every_seed = defaultdict(list)
+    every_seed = defaultdict(list)  # (noise, method, rate): run folders, lowest seed first
     for name, s in sorted(summaries.items(), key=lambda item: item[1]["seed"]):
         every_seed[(s["noise_type"], s["method"], s["noise_rate"])].append(runs / name)
+    by_key = {key: folders[0] for key, folders in every_seed.items()}  # Figure 1 shows one seed
     for noise in sorted({k[0] for k in by_key}):
         curves = {(m, r): f for (n, m, r), f in by_key.items() if n == noise}
         method = "cdr_aux" if any(m == "cdr_aux" for m, _ in curves) else next(iter(curves))[0]

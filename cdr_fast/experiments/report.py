@@ -180,14 +180,14 @@ def figure_memorisation(runs: dict[str, list[Path]], path: Path, title: str) -> 
             n = len(runs[method])
             name = METHOD_LABELS[method] + (f" ({n} seed{'s' if n > 1 else ''})" if len(seeds) > 1 else "")
             line, = ax.plot(epochs, mean, label=name, markersize=4, markevery=max(1, len(epochs) // 12), **style)
-            if len(runs[method]) > 1:
+            if n > 1:
                 ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
         ax.set_ylabel(label)
         _epoch_axis(ax)
     if seeds == {1}:
         spread = "one seed"
     else:
-        spread = (f"mean of {seeds.pop()} seeds" if len(seeds) == 1 else "mean over seeds") + ", band: lowest to highest"
+        spread = (f"mean of {next(iter(seeds))} seeds" if len(seeds) == 1 else "mean over seeds") + ", band: lowest to highest"
     fig.suptitle(f"{title} ({spread})", fontsize=11)
     axes[0].legend(fontsize=8)
     _save(fig, path)
