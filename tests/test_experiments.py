@@ -21,12 +21,14 @@ def test_table_layout_bold_and_seeds():
     rows = [row("symmetric", "sgd", 0.2, 1, 90.0), row("symmetric", "sgd", 0.2, 2, 92.0),
             row("symmetric", "cdr", 0.2, 1, 93.0), row("symmetric", "cdr", 0.2, 2, 93.0),
             row("symmetric", "sgd", 0.4, 1, 80.0), row("symmetric", "sgd", 0.4, 2, 82.0),
-            row("pairflip", "cdr", 0.4, 1, 70.0), row("pairflip", "cdr", 0.4, 2, 72.0)]
+            row("pairflip", "cdr", 0.4, 1, 70.0), row("pairflip", "cdr", 0.4, 2, 72.0),
+            row("pairflip", "sgd", 0.2, 1, 75.5)]
     lines = table1_markdown(rows).splitlines()
     assert lines[0] == "| noise | method | 20% | 40% |"
-    assert lines[2] == "| pairflip | CDR |  | **71.00 ± 1.41** |"
-    assert lines[3] == "| symmetric | SGD | 91.00 ± 1.41 | **81.00 ± 1.41** |"
-    assert lines[4] == "|  | CDR | **93.00 ± 0.00** |  |"
+    assert lines[2] == "| pairflip | SGD | **75.50 (n=1)** |  |"
+    assert lines[3] == "|  | CDR |  | **71.00 ± 1.41** |"
+    assert lines[4] == "| symmetric | SGD | 91.00 ± 1.41 | **81.00 ± 1.41** |"
+    assert lines[5] == "|  | CDR | **93.00 ± 0.00** |  |"
 
 
 def test_single_seed_has_no_spread():

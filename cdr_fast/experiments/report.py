@@ -57,7 +57,11 @@ def table1_markdown(rows: list[dict[str, Any]], metric: str = "test_acc_at_best_
                     entries.append("")
                     continue
                 mean, std = _mean_std(values)
-                text = f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+                # A cell run once in a multi-seed table has no spread to show; "± 0.00" would claim one.
+                if len(values) > 1:
+                    text = f"{mean:.2f} ± {std:.2f}"
+                else:
+                    text = f"{mean:.2f} (n=1)" if seeds > 1 else f"{mean:.2f}"
                 entries.append(f"**{text}**" if math.isclose(mean, best[rate]) else text)
             lines.append(f"| {noise if i == 0 else ''} | {METHOD_LABELS[method]} | " + " | ".join(entries) + " |")
     return "\n".join(lines) + "\n"
