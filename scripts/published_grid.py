@@ -3,6 +3,7 @@ priority order, resumable; and which of its cells are done.
 
     python scripts/published_grid.py run --data-dir ../shared/data/mnist      # hours; re-run resumes
     python scripts/published_grid.py status                                   # writes STATUS.md
+    python scripts/published_grid.py report        # the tables and figures again, from the finished runs
 
 The phases, most wanted first: every 40% cell with seed 1; seeds 2 and 3 of the 40% column (the
 paired statistics); RDI and CDR+RDI at 40% with seed 1 (8 cells: the seed's remark on them, answered
@@ -76,7 +77,7 @@ def status(data_dir: str, out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("run", "status"))
+    parser.add_argument("action", choices=("run", "status", "report"))
     parser.add_argument("--data-dir", default="../shared/data/mnist")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -86,6 +87,9 @@ def main() -> None:
             code = cli.main(phase_argv(extra, args.data_dir, args.out))
             if code:
                 raise SystemExit(code)
+    elif args.action == "report":  # from the committed summaries alone: no data, no training
+        cli.report_table1(args.out)
+        print(f"report in {args.out}")
     write_bytes_atomic(args.out / "STATUS.md", status(args.data_dir, args.out).encode())
     print(f"status in {args.out / 'STATUS.md'}")
 
