@@ -26,6 +26,7 @@ from cdr_fast.models import LeNet
 
 STEPS = 5
 BATCH = 33
+LR, MOMENTUM = 0.01, 0.9
 # method: (tau, aux, rdi_lambda)
 METHODS = {"sgd": (0.0, False, 0.0), "cdr": (0.4, False, 0.0), "aux": (0.0, True, 0.0),
            "rdi": (0.0, False, 0.1), "cdr_aux": (0.4, True, 0.0), "cdr_rdi": (0.4, False, 0.1)}
@@ -74,11 +75,12 @@ def train_case(method: str, engine: str, seed: int, dist: Distributed = SINGLE, 
     if aux:
         table = AuxBias(x.shape[0], 10, 1.0, engine=engine)
         groups.append(table.param_group(per_example_lr=0.3, batch_size=BATCH))
-    opt = CDRSGD(groups, lr=0.01, momentum=0.9, weight_decay=1e-3, tau=tau, rdi_lambda=rdi, engine=engine,
+    opt = CDRSGD(groups, lr=LR, momentum=MOMENTUM, weight_decay=1e-3, tau=tau, rdi_lambda=rdi, engine=engine,
                  exact=True if layout == "fsdp" else None,
                  process_group=dist.group if dist.enabled and not sharded else None)
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     thresholds = []
+    max_grad = 0.0  # the largest loss gradient of any weight at any step (unsharded runs)
     for step in range(STEPS):
         batch = order[step * BATCH : (step + 1) * BATCH]
         idx = dist.shard(batch)
@@ -88,12 +90,14 @@ def train_case(method: str, engine: str, seed: int, dist: Distributed = SINGLE, 
         loss = F.cross_entropy(logits, y[idx]) * dist.loss_weight(idx.numel(), batch.numel())
         opt.zero_grad()
         loss.backward()
+        if not sharded:
+            max_grad = max(max_grad, *(p.grad.abs().max().item() for p in model.parameters()))
         opt.step()
         thresholds.append(opt.last_threshold.item() if opt.last_threshold is not None else float("nan"))
     params = [p.full_tensor() if sharded else p for p in model.parameters()]
     return {"params": [p.detach().clone() for p in params],
             "aux": table.weight.detach().clone() if table is not None else None,
-            "thresholds": thresholds}
+            "thresholds": thresholds, "max_grad": max_grad}
 
 
 def main() -> None:

@@ -118,10 +118,20 @@ def test_two_processes_take_the_single_process_steps(two_rank_results, method, e
         assert torch.equal(a, b)
     if ranks[0]["aux"] is not None:
         assert torch.equal(ranks[0]["aux"], ranks[1]["aux"])
-    # ... and they are the single-process run up to float rounding (the sums run in another order).
+    # ... and they are the single-process run up to float rounding (the sums run in another order),
+    # except where rounding flipped CDR's mask: two scores that straddle the threshold can swap
+    # places, moving one weight into the critical set and one out. Those few weights differ by at
+    # most their loss-gradient steps, which momentum carries: lr / (1 - momentum) * max |grad|.
     one = ddp_lockstep.train_case(method, engine, seed, layout=layout)
+    flip_reach = ddp_lockstep.LR / (1 - ddp_lockstep.MOMENTUM) * one["max_grad"]
+    flipped = 0
     for a, b in zip(ranks[0]["params"], one["params"], strict=True):
-        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+        diff = (a - b).abs()
+        off = diff > 1e-5 * b.abs().max()
+        flipped += int(off.sum())
+        assert diff.max() <= max(1e-5 * b.abs().max().item(), flip_reach)
+    masks = ddp_lockstep.METHODS[method][0] > 0
+    assert flipped <= (2 * ddp_lockstep.STEPS if masks else 0), flipped
     if one["aux"] is not None:
         assert one["aux"].abs().max() > 0  # the table moved, so the comparison means something
         assert (ranks[0]["aux"] - one["aux"]).abs().max() <= 1e-5 * one["aux"].abs().max()
