@@ -4,10 +4,11 @@
 
 Each rank trains LeNet on mnist-mini on its share of a global batch of 33 (so the shares are
 unequal: 17 and 16), replicated (``CDRSGD(process_group=...)``) or sharded by FSDP2
-(``fully_shard``), with ``AuxBias`` where the method has AUX, and saves its parameters, AUX table
-and thresholds to ``OUT/<case>_rank<r>.pt``. It also runs the distributed radix select on shards
-of one score vector (``OUT/select_rank<r>.pt``). The test runs the same cases in one process and
-compares. Importable: ``train_case`` is the one loop both sides run.
+(``fully_shard``), with ``AuxBias`` where the method has AUX. It saves the state (parameters, AUX
+table, optimizer) before each step and after the last, and each step's threshold, to
+``OUT/<case>_rank<r>.pt``. It also runs the distributed radix select on shards of one score vector
+(``OUT/select_rank<r>.pt``). The test replays each step in one process from the saved state before
+it and compares. Importable: ``Case`` is what both sides build, ``Case.step`` the step both take.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 from cdr_fast import CDRSGD, AuxBias
 from cdr_fast.data import load_dataset
@@ -61,43 +63,86 @@ def select_case(seed: int, dist: Distributed) -> list[float]:
     return out
 
 
-def train_case(method: str, engine: str, seed: int, dist: Distributed = SINGLE, layout: str = "ddp") -> dict:
-    tau, aux, rdi = METHODS[method]
-    data = load_dataset("mnist-mini")
-    x, y = data.train_images[:2000], data.train_labels[:2000]
-    torch.manual_seed(seed)
-    model = LeNet()
-    sharded = layout == "fsdp" and dist.enabled
-    if sharded:
-        fully_shard(model)  # its parameters become DTensors; CDRSGD finds the group on their mesh
-    groups = [{"params": list(model.parameters())}]
-    table = None
-    if aux:
-        table = AuxBias(x.shape[0], 10, 1.0, engine=engine)
-        groups.append(table.param_group(per_example_lr=0.3, batch_size=BATCH))
-    opt = CDRSGD(groups, lr=LR, momentum=MOMENTUM, weight_decay=1e-3, tau=tau, rdi_lambda=rdi, engine=engine,
-                 exact=True if layout == "fsdp" else None,
-                 process_group=dist.group if dist.enabled and not sharded else None)
-    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    thresholds = []
-    max_grad = 0.0  # the largest loss gradient of any weight at any step (unsharded runs)
-    for step in range(STEPS):
-        batch = order[step * BATCH : (step + 1) * BATCH]
-        idx = dist.shard(batch)
-        logits = model(x[idx])
-        if table is not None:
-            logits = table(logits, idx)
-        loss = F.cross_entropy(logits, y[idx]) * dist.loss_weight(idx.numel(), batch.numel())
-        opt.zero_grad()
+class Case:
+    """One method's model, AUX table and optimizer, replicated or sharded over ``dist``."""
+
+    def __init__(self, method: str, engine: str, seed: int, dist: Distributed = SINGLE, layout: str = "ddp"):
+        tau, aux, rdi = METHODS[method]
+        data = load_dataset("mnist-mini")
+        self.x, self.y = data.train_images[:2000], data.train_labels[:2000]
+        self.dist = dist
+        torch.manual_seed(seed)
+        self.model = LeNet()
+        self.sharded = layout == "fsdp" and dist.enabled
+        if self.sharded:
+            fully_shard(self.model)  # its parameters become DTensors; CDRSGD finds the group on their mesh
+        groups = [{"params": list(self.model.parameters())}]
+        self.table = None
+        if aux:
+            self.table = AuxBias(self.x.shape[0], 10, 1.0, engine=engine)
+            groups.append(self.table.param_group(per_example_lr=0.3, batch_size=BATCH))
+        self.opt = CDRSGD(groups, lr=LR, momentum=MOMENTUM, weight_decay=1e-3, tau=tau, rdi_lambda=rdi,
+                          engine=engine, exact=True if layout == "fsdp" else None,
+                          process_group=dist.group if dist.enabled and not self.sharded else None)
+        self.order = torch.randperm(self.x.shape[0], generator=torch.Generator().manual_seed(seed))
+
+    def step(self, step: int) -> tuple[float, float]:
+        """Train on global batch ``step`` (this rank's share of it); returns CDR's threshold (NaN
+        without CDR) and the largest loss gradient of any parameter (0 when sharded)."""
+        batch = self.order[step * BATCH : (step + 1) * BATCH]
+        idx = self.dist.shard(batch)
+        logits = self.model(self.x[idx])
+        if self.table is not None:
+            logits = self.table(logits, idx)
+        loss = F.cross_entropy(logits, self.y[idx]) * self.dist.loss_weight(idx.numel(), batch.numel())
+        self.opt.zero_grad()
         loss.backward()
-        if not sharded:
-            max_grad = max(max_grad, *(p.grad.abs().max().item() for p in model.parameters()))
-        opt.step()
-        thresholds.append(opt.last_threshold.item() if opt.last_threshold is not None else float("nan"))
-    params = [p.full_tensor() if sharded else p for p in model.parameters()]
-    return {"params": [p.detach().clone() for p in params],
-            "aux": table.weight.detach().clone() if table is not None else None,
-            "thresholds": thresholds, "max_grad": max_grad}
+        max_grad = 0.0 if self.sharded else max(p.grad.abs().max().item() for p in self.model.parameters())
+        self.opt.step()
+        threshold = self.opt.last_threshold.item() if self.opt.last_threshold is not None else float("nan")
+        return threshold, max_grad
+
+    def state(self) -> dict:
+        """Everything the next step starts from, as whole (unsharded) tensors."""
+        def whole(value):
+            if isinstance(value, dict):
+                return {k: whole(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [whole(v) for v in value]
+            if isinstance(value, torch.Tensor):
+                return (value.full_tensor() if isinstance(value, DTensor) else value).detach().clone()
+            return value
+
+        optimizer = self.opt.state_dict()
+        if self.sharded:  # FSDP2's momentum buffers are each rank's shard, flat: make them DTensors too
+            for i, p in enumerate(self.model.parameters()):
+                st = optimizer["state"].get(i, {})  # the optimizer's own dict: replace it, never edit it
+                if "momentum_buffer" in st:
+                    shard = st["momentum_buffer"].view(p.to_local().shape)
+                    optimizer["state"][i] = {**st, "momentum_buffer": DTensor.from_local(
+                        shard, p.device_mesh, p.placements, shape=p.shape, stride=p.stride())}
+        return {"params": whole(list(self.model.parameters())),
+                "aux": whole(self.table.weight) if self.table is not None else None,
+                "optimizer": whole(optimizer)}
+
+    def load(self, state: dict) -> None:
+        """Start from another run's state (unsharded cases only)."""
+        with torch.no_grad():
+            for p, saved in zip(self.model.parameters(), state["params"], strict=True):
+                p.copy_(saved)
+            if self.table is not None:
+                self.table.weight.copy_(state["aux"])
+        self.opt.load_state_dict(state["optimizer"])
+
+
+def train_case(method: str, engine: str, seed: int, dist: Distributed = SINGLE, layout: str = "ddp") -> dict:
+    """STEPS steps; the state before each step and after the last, and each step's threshold."""
+    case = Case(method, engine, seed, dist, layout)
+    states, thresholds = [case.state()], []
+    for step in range(STEPS):
+        thresholds.append(case.step(step)[0])
+        states.append(case.state())
+    return {"states": states, "thresholds": thresholds}
 
 
 def main() -> None:
