@@ -20,102 +20,25 @@ import sys
 import time
 from pathlib import Path
 
-from cdr_fast.data import DATASETS, USER_DATASETS, DatasetError
+from cdr_fast.data import DatasetError
+from cdr_fast import launch
 from cdr_fast.distributed import Distributed
-from cdr_fast.engines import ENGINE_CHOICES
-from cdr_fast.models import MODELS
-from cdr_fast.noise import NOISE_TYPES
-from cdr_fast.training import LOSSES, METHODS, RunFolder, Trainer, TrainConfig, TrainingDiverged, resolve_device
+from cdr_fast.training import RunFolder, Trainer, TrainConfig, TrainingDiverged, resolve_device
+from cdr_fast.training.flags import FLAGS, HelpFormatter, add_config_flags
 
 
 # ---------------------------------------------------------------- flags
 
-def _number(text: str, cast: type, kind: str):
-    try:
-        return cast(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
-
-
-def rate(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1)")
-    return value
-
-
-def rate_or_auto(text: str) -> float | str:
-    return "auto" if text == "auto" else rate(text)
-
-
-def positive_int(text: str) -> int:
-    value = _number(text, int, "an integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
-    return value
-
-
-def non_negative(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
-    return value
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows every default, and the description as written."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--method", choices=tuple(METHODS), default=d.method, help="what to train with")
-    p.add_argument("--noise-type", choices=NOISE_TYPES, default=None,
-                   help=f"synthetic label noise (default: {d.noise_type}; none for --dataset "
-                        f"{' and '.join(USER_DATASETS)}, whose labels are taken as given)%(default).0s")
-    # "%(default).0s" prints nothing: it only stops the formatter from appending "(default: None)".
-    p.add_argument("--noise-rate", type=rate, default=None,
-                   help=f"fraction of labels flipped (default: {d.noise_rate}; 0 with --noise-type none)%(default).0s")
-    p.add_argument("--tau", type=rate_or_auto, default=None,
-                   help="CDR rate in [0, 1), or 'auto' to estimate the noise rate from the noisy data "
-                        "(default: the noise rate)%(default).0s")
-    p.add_argument("--tau-warmup-steps", type=positive_int, default=d.tau_warmup_steps,
-                   help="with --tau auto: steps of plain SGD on the noisy labels before the estimate (a bound in "
-                        "steps, not epochs: longer warm-ups memorise and the estimate falls; see README)")
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
-                   help="mnist-mini is embedded in the package; folder and npz are your own data (see README)")
-    p.add_argument("--data-dir", default=None,
-                   help="the dataset's files: a folder (torchvision or raw IDX layout; train/ and test/ class "
-                        "folders for --dataset folder), or the .npz file for --dataset npz")
-    p.add_argument("--model", choices=MODELS, default=d.model, help="network")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs to train")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="examples per step")
-    p.add_argument("--lr", type=non_negative, default=d.lr, help="learning rate")
-    p.add_argument("--momentum", type=rate, default=d.momentum, help="in [0, 1)")
-    p.add_argument("--weight-decay", type=non_negative, default=d.weight_decay, help="L2 decay on every parameter")
-    p.add_argument("--milestones", type=positive_int, nargs="*", default=d.milestones,
-                   help="epochs at which the learning rate is multiplied by --gamma")
-    p.add_argument("--gamma", type=non_negative, default=d.gamma, help="learning-rate factor at each milestone")
-    p.add_argument("--aux-lambda", type=non_negative, default=d.aux_lambda, help="AUX: logits + lambda * B[i]")
-    p.add_argument("--aux-lr", type=non_negative, default=d.aux_lr,
-                   help="AUX: the table's per-example step size (each visit moves lambda * B[i] by aux_lr * "
-                        "lambda^2 times the example's residual)")
-    p.add_argument("--rdi-lambda", type=non_negative, default=d.rdi_lambda, help="RDI: adds lambda^2 (w - w0)")
-    p.add_argument("--loss", choices=LOSSES, default=d.loss, help="cross-entropy, or mse against one-hot targets")
-    p.add_argument("--seed", type=int, default=d.seed, help="noise draw, split, initialisation and order")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--engine", choices=ENGINE_CHOICES, default=d.engine,
-                   help="auto: triton on CUDA, compiled on the CPU; reference: the published eager step")
-    p.add_argument("--fused", dest="engine", action="store_const", const="auto", help="same as --engine auto")
-    p.add_argument("--reference", dest="engine", action="store_const", const="reference",
-                   help="same as --engine reference")
+    add_config_flags(p)  # every TrainConfig setting (cdr_fast/training/flags.py)
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<time>_<settings>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
     return p
 
 
-CONFIG_FLAGS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("val_fraction", "eval_batch_size")]
+CONFIG_FLAGS = list(FLAGS)
 
 
 def config_from_args(args: argparse.Namespace, defaults: argparse.Namespace, resume_from: RunFolder | None
@@ -124,12 +47,7 @@ def config_from_args(args: argparse.Namespace, defaults: argparse.Namespace, res
     if resume_from is not None:
         given = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) != getattr(defaults, k)}
         return TrainConfig(**{**resume_from.checkpoint()["config"], **given})
-    values = {k: getattr(args, k) for k in CONFIG_FLAGS}
-    if values["noise_type"] is None:  # your own data comes with its noise; the built-in sets get some
-        values["noise_type"] = "none" if args.dataset in USER_DATASETS else TrainConfig.noise_type
-    if values["noise_rate"] is None:
-        values["noise_rate"] = 0.0 if values["noise_type"] == "none" else TrainConfig.noise_rate
-    return TrainConfig(**values)
+    return TrainConfig(**{k: getattr(args, k) for k in CONFIG_FLAGS})  # None: TrainConfig derives the default
 
 
 def default_out(config: TrainConfig) -> Path:
@@ -179,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     defaults = parser.parse_args([])
     say = print if main_rank else (lambda *a, **k: None)
     try:
-        dist = Distributed.from_env(use_cuda=resolve_device(args.device).type == "cuda")
+        dist = launch.join(use_cuda=resolve_device(args.device).type == "cuda")
     except ValueError as err:
         say(f"error: {err}", file=sys.stderr)
         return 2
@@ -188,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         code = run(args, defaults, dist, say)
         return code
     finally:
-        dist.close(wait=code in (0, 1, 2))  # ended together: finished, diverged (all ranks see it) or bad input
+        launch.leave(dist, wait=code in (0, 1, 2))  # ended together: finished, diverged (all ranks see it) or bad input
 
 
 def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distributed, say) -> int:
@@ -238,6 +156,6 @@ def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distribute
 
 if __name__ == "__main__":
     status = main()
-    if Distributed.launched():
-        Distributed.exit(status)  # main() has left the process group; see Distributed.exit
+    if launch.launched():
+        launch.exit_process(status)  # main() has left the process group; see launch.exit_process
     sys.exit(status)

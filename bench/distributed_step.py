@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.profiler import ProfilerActivity, profile
 
-from cdr_fast import CDRSGD, AuxBias
+from cdr_fast import CDRSGD, AuxBias, launch
 from cdr_fast.data import load_dataset
 from cdr_fast.distributed import Distributed
 from cdr_fast.models import LeNet
@@ -45,7 +45,7 @@ def make(variant: str, n: int, dist: Distributed):
     aux = AuxBias(n, 10, lam=1.0) if variant == "cdr_aux_flat" else None
     groups = [{"params": list(model.parameters())}]
     if aux is not None:
-        groups.append(aux.param_group(per_example_lr=0.3, batch_size=BATCH))
+        groups.append(aux.param_group(aux_lr=0.3, batch_size=BATCH))
     flat = variant.endswith("_flat")
     opt = CDRSGD(groups, lr=0.01, momentum=0.9, weight_decay=1e-3, tau=0.4, engine="auto",
                  process_group=dist.group if flat else None)
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data/mnist")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    dist = Distributed.from_env(use_cuda=False)
+    dist = launch.join(use_cuda=False)
     data = load_dataset("mnist", args.data_dir)
     x_all, y_all = data.train_images, data.train_labels
     n = x_all.shape[0]
@@ -107,8 +107,8 @@ def main() -> None:
         for v in VARIANTS:
             ratio = statistics.median(t / b for t, b in zip(times[v], base))
             print(f"| {v} | {1e3 * statistics.median(times[v]):.3f} | {ratio:.3f} | {copies[v][0]} | {copies[v][1]:,} |")
-    dist.close()
-    Distributed.exit(0)
+    launch.leave(dist)
+    launch.exit_process(0)
 
 
 if __name__ == "__main__":

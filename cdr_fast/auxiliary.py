@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .engines import ENGINE_CHOICES, Engine, engine_name, resolve_engine
+from .engines import Engine, engine_name, resolve_engine
 
 
 class AuxBias(nn.Module):
@@ -36,9 +36,7 @@ class AuxBias(nn.Module):
     def __init__(self, num_examples: int, num_classes: int, lam: float = 1.0, *, engine: str | Engine | None = None,
                  fused: bool | None = None) -> None:
         super().__init__()
-        self.engine = engine_name(engine, fused)
-        if not isinstance(self.engine, Engine) and self.engine not in ENGINE_CHOICES:
-            raise ValueError(f"unknown engine {self.engine!r}; valid choices: {', '.join(ENGINE_CHOICES)}")
+        self.engine = engine_name(engine, fused)  # checked now, resolved at the first forward
         for name, value in (("num_examples", num_examples), ("num_classes", num_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"invalid {name}: {value!r}; must be a positive int")
@@ -58,25 +56,25 @@ class AuxBias(nn.Module):
     def extra_repr(self) -> str:
         return f"num_examples={self.num_examples}, num_classes={self.num_classes}, lam={self.lam}"
 
-    def param_group(self, lr: float | None = None, *, per_example_lr: float | None = None,
+    def param_group(self, lr: float | None = None, *, aux_lr: float | None = None,
                     batch_size: int | None = None, momentum: float = 0.0, weight_decay: float = 0.0,
                     **options: Any) -> dict[str, Any]:
         """A param group for ``CDRSGD``: never scored by CDR; plain SGD by default.
 
         The table's step size: with a batch-mean loss, row i's gradient carries a factor
         1/batch, and the row is visited once per epoch, so at the network's learning rate the
-        offsets barely move (docs/design.md, "AUX's step size"). ``per_example_lr`` and
-        ``batch_size`` set ``lr = per_example_lr * batch_size``: each visit then moves
-        ``lam * B[i]`` by ``per_example_lr * lam**2`` times the example's own residual, as a step
+        offsets barely move (docs/design.md, "AUX's step size"). ``aux_lr`` and
+        ``batch_size`` set ``lr = aux_lr * batch_size``: each visit then moves
+        ``lam * B[i]`` by ``aux_lr * lam**2`` times the example's own residual, as a step
         on the AUX paper's summed objective would. Without either, B takes ``lr`` (or the
         optimizer's). Momentum or weight decay on B make every row move at every step, so the
         update is then dense (O(n * classes)).
         """
-        if per_example_lr is not None or batch_size is not None:
-            if per_example_lr is None or batch_size is None or lr is not None:
-                raise ValueError("pass per_example_lr together with batch_size (and no lr), or lr alone")
-            lr = per_example_lr * batch_size
-            options["batch_size"] = batch_size  # the global batch: under torch.distributed, rows per rank
+        if aux_lr is not None or batch_size is not None:
+            if aux_lr is None or batch_size is None or lr is not None:
+                raise ValueError("pass aux_lr together with batch_size (and no lr), or lr alone")
+            lr = aux_lr * batch_size
+            options["batch_size"] = batch_size  # CDRSGD's group option: under torch.distributed, rows per rank
         if lr is not None:
             options["lr"] = lr
         return {"params": [self.weight], "score": False, "momentum": momentum, "weight_decay": weight_decay,

@@ -1,10 +1,9 @@
-"""torch.distributed, as torchrun sets it up: the process group, the batch split, and the reductions
-the optimizer and the training loop need (docs/design.md, "Beyond one device").
+"""This process's place in a data-parallel run: the rank, the batch split, and the collectives the
+optimizer and the training loop need (docs/design.md, "Beyond one device").
 
-cdr-fast has no launcher of its own. Under ``torchrun`` the environment names the rank and the
-world size; ``Distributed.from_env`` joins the group (gloo on the CPU, NCCL on CUDA, one GPU per
-process) and everything else takes the resulting ``Distributed`` object. A single process gets
-``SINGLE`` and every helper here does nothing.
+``cdr_fast.launch`` joins the process group torchrun describes and leaves it; everything else
+takes the resulting ``Distributed`` object. A single process gets ``SINGLE`` and every helper
+here does nothing.
 
 The scheme is data parallel with replicated state: every rank holds the whole model, the whole
 optimizer state and the whole AUX table, and they stay identical because every rank applies the
@@ -13,25 +12,19 @@ same averaged update. What crosses the wire per step:
 - the flat gradient of each param group, once, as one all-reduce over one contiguous buffer
   (``all_reduce_mean_and_sum_``, as DDP averages: divide, then sum): the buffer the optimizer
   steps on, so no bucket copies;
-- the AUX table's batch rows: each rank's (index, row gradient) pairs, O(batch x classes), padded
-  to a size every rank knows without asking. They ride in the same all-reduce, each rank writing
-  its own slot of a tail of the gradient buffer (``RowSlots``), so a step makes one collective;
-  without a dense buffer to ride in they are all-gathered (``all_gather_rows``).
+- the AUX table's batch rows, O(batch x classes), which ride in the same all-reduce or are
+  all-gathered (``cdr_fast.aux_rows``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
@@ -56,50 +49,6 @@ class Distributed:
         """The ``Distributed`` of an initialised process group (``None``: the default group)."""
         group = group if group is not None else dist.group.WORLD
         return cls(dist.get_rank(group), dist.get_world_size(group), int(os.environ.get("LOCAL_RANK", "0")), group)
-
-    @staticmethod
-    def launched() -> bool:
-        """Whether torchrun started this process as one of several."""
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-    @classmethod
-    def from_env(cls, use_cuda: bool, timeout_s: float = 600.0) -> Distributed:
-        """Join the process group torchrun describes (gloo, or NCCL when ``use_cuda``); ``SINGLE``
-        when this is the only process."""
-        if not cls.launched():
-            return SINGLE
-        missing = [v for v in TORCHRUN_VARIABLES if v not in os.environ]
-        if missing:
-            raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} are not set: "
-                             "start several processes with torchrun (torchrun --nproc_per_node=N train.py ...)")
-        local_rank = int(os.environ["LOCAL_RANK"])
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank, dist.group.WORLD)
-
-    @staticmethod
-    def exit(code: int) -> NoReturn:
-        """End a process torchrun started, after ``close``: flush and leave without the
-        interpreter's teardown. Under load, gloo's worker threads were seen to abort that teardown
-        (SIGABRT, "terminate called without an active exception") after every file was written,
-        which torchrun then reports as a failed run."""
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-    def close(self, wait: bool = True) -> None:
-        """Leave the group. ``wait``: a barrier first, so that every rank has finished its
-        collectives (a rank that tore gloo down while its peer still sent was seen to abort at
-        exit). Pass False when the ranks may not all get here (an interrupt, a crash): a barrier
-        then could meet a peer's pending collective and hang."""
-        if self.enabled and dist.is_initialized():
-            try:
-                if wait:
-                    dist.barrier(group=self.group)
-            finally:
-                dist.destroy_process_group()
 
     # ---------------------------------------------------------------- the batch
 
@@ -139,24 +88,13 @@ class Distributed:
             dist.broadcast(tensor, 0, group=self.group)
         return tensor
 
-    def all_gather_rows(self, idx: Tensor, rows: Tensor, max_rows: int) -> tuple[Tensor, Tensor]:
-        """Every rank's (index, row) pairs, in one all-gather: each index rides beside its row as
-        raw bytes (an int64 viewed as the rows' dtype; the gather moves bytes, so it comes back
-        exact). Each rank pads its pairs to ``max_rows`` with index 0 and zero rows (adding zero
-        changes nothing), so every size is known without a host sync."""
+    def all_gather_into(self, tensor: Tensor) -> Tensor:
+        """Every rank's ``tensor`` (the same shape on every rank), stacked along dim 0 in rank order."""
         if not self.enabled:
-            return idx, rows
-        if idx.numel() > max_rows:
-            raise ValueError(f"this rank's batch has {idx.numel()} rows but the AUX group allows {max_rows} per "
-                             "rank: give AuxBias.param_group the global batch_size")
-        n, width = rows.shape
-        packed = torch.zeros((max_rows, width + 8 // rows.element_size()), dtype=rows.dtype, device=rows.device)
-        if n:
-            packed[:n, :width] = rows
-            packed[:n, width:] = idx.to(torch.int64).contiguous().view(rows.dtype).view(n, -1)
-        out = packed.new_empty((self.world_size * max_rows, packed.shape[1]))
-        dist.all_gather_single(out, packed, group=self.group)
-        return out[:, width:].contiguous().view(torch.int64).view(-1), out[:, :width].contiguous()
+            return tensor
+        out = tensor.new_empty((self.world_size * tensor.shape[0], *tensor.shape[1:]))
+        dist.all_gather_into_tensor(out, tensor.contiguous(), group=self.group)
+        return out
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (a host-side collective: for setup and errors, never in a step)."""
@@ -184,51 +122,3 @@ class Distributed:
 
 
 SINGLE = Distributed()
-
-DIGIT_BITS = 12  # an index travels as base-4096 digits: small integers that float32 sums keep exact
-
-
-def index_digits(num_rows: int) -> int:
-    """How many base-4096 digits spell every index below ``num_rows``."""
-    return max(1, -(-max(num_rows - 1, 1).bit_length() // DIGIT_BITS))
-
-
-class RowSlots:
-    """A table's batch rows carried by the gradient all-reduce: ``buffer`` holds one slot per rank
-    of ``max_rows`` rows, each ``width`` values plus the row's index as base-4096 digits. Every
-    rank zeroes the buffer, writes its own slot, and after the all-reduce (a sum: each slot has
-    one writer, and adding zeros is exact) every rank reads every rank's rows. Padding rows are
-    index 0 with zero values, which change nothing."""
-
-    def __init__(self, buffer: Tensor, dist: Distributed, max_rows: int, width: int, num_rows: int) -> None:
-        self.dist, self.max_rows, self.width = dist, max_rows, width
-        self.digits = index_digits(num_rows)
-        self.buffer = buffer
-        self.table = buffer.view(dist.world_size * max_rows, width + self.digits)
-
-    @staticmethod
-    def size(dist: Distributed, max_rows: int, width: int, num_rows: int) -> int:
-        """The buffer length the slots of a ``num_rows`` x ``width`` table need."""
-        return dist.world_size * max_rows * (width + index_digits(num_rows))
-
-    def write(self, idx: Tensor | None, rows: Tensor | None) -> None:
-        """This rank's rows into its slot (None: it has none this step), every other slot zero."""
-        n = 0 if idx is None else idx.numel()
-        if n > self.max_rows:
-            raise ValueError(f"this rank's batch has {n} rows but the AUX group allows {self.max_rows} per rank: "
-                             "give AuxBias.param_group the global batch_size")
-        self.buffer.zero_()
-        if n == 0:
-            return
-        mine = self.table[self.dist.rank * self.max_rows : self.dist.rank * self.max_rows + n]
-        mine[:, : self.width] = rows
-        for d in range(self.digits):
-            mine[:, self.width + d] = (idx >> (DIGIT_BITS * d)) & ((1 << DIGIT_BITS) - 1)
-
-    def read(self) -> tuple[Tensor, Tensor]:
-        """Every rank's (indices, rows), after the all-reduce."""
-        digits = self.table[:, self.width :].long()
-        idx = digits[:, 0].clone()
-        for d in range(1, self.digits):
-            idx += digits[:, d] << (DIGIT_BITS * d)
-        return idx, self.table[:, : self.width]

@@ -7,25 +7,41 @@ examples) and runs on the CPU in float64, so a seed gives the same labels on any
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-NOISE_TYPES = ("none", "symmetric", "pairflip", "asymmetric", "instance")
+from .checks import check_choice, check_range
+from .data import DATASETS
 
-# Class maps of the asymmetric noise: each source keeps 1 - r of its examples and sends r to its
-# target. Keys are dataset names; mnist-mini uses MNIST's map.
-ASYMMETRIC_MAPS: dict[str, dict[int, int]] = {
-    "mnist": {2: 7, 3: 8, 5: 6, 6: 5},
-    "fashion-mnist": {0: 6, 2: 4, 5: 7, 7: 5},
-    "cifar10": {9: 1, 2: 0, 3: 5, 5: 3, 4: 7},
-    # CIFAR-100: cyclic within each superclass, taken as 5 consecutive class ids, as the
-    # Co-teaching/CDR code builds it (i -> i + 1 within its block of 5).
-    "cifar100": {i: (i // 5) * 5 + (i % 5 + 1) % 5 for i in range(100)},
-}
-ASYMMETRIC_MAPS["mnist-mini"] = ASYMMETRIC_MAPS["mnist"]
+
+@dataclass(frozen=True)
+class NoiseType:
+    """One kind of synthetic label noise: what its generator needs."""
+
+    name: str
+    needs_features: bool = False  # drawn per example from its inputs (no fixed transition matrix)
+
+
+# The registry, in the seed report's block order (the tables follow it). Adding a noise type is one
+# entry here and its branch in ``transition_matrix`` (or ``noisify``'s per-example draw).
+NOISE: dict[str, NoiseType] = {n.name: n for n in (
+    NoiseType("instance", needs_features=True),
+    NoiseType("asymmetric"),  # along the dataset's class map (cdr_fast.data.DatasetSpec)
+    NoiseType("pairflip"),
+    NoiseType("symmetric"),
+    NoiseType("none"),
+)}
+NOISE_TYPES = tuple(NOISE)
+
+
+def asymmetric_maps() -> dict[str, dict[int, int]]:
+    """Every dataset's asymmetric class map, by dataset name (from the dataset registry)."""
+    return {name: spec.asymmetric_map for name, spec in DATASETS.items() if spec.asymmetric_map is not None}
+
 
 INSTANCE_FLIP_STD = 0.1
 
@@ -37,13 +53,14 @@ class NoisyLabels(NamedTuple):
 
 
 def check_rate(rate: float, name: str = "noise rate") -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0.0 <= rate < 1.0):
-        raise ValueError(f"invalid {name}: {rate!r}; valid values are in [0, 1)")
-    return float(rate)
+    return check_range(name, rate, 0.0, 1.0)
 
 
-def transition_matrix(noise_type: str, rate: float, num_classes: int, dataset: str | None = None) -> Tensor:
+def transition_matrix(noise_type: str, rate: float, num_classes: int, dataset: str | None = None,
+                      class_map: dict[int, int] | None = None) -> Tensor:
     """The noise's transition matrix T (rows: clean class, columns: noisy class), float64.
+
+    Asymmetric noise follows ``class_map`` (source -> target), else the map of ``dataset``.
 
     Instance noise has no single T (it depends on each example's features); asking for it is an error.
     """
@@ -62,21 +79,23 @@ def transition_matrix(noise_type: str, rate: float, num_classes: int, dataset: s
         t[torch.arange(c), (torch.arange(c) + 1) % c] += rate
         return t
     if noise_type == "asymmetric":
-        if dataset not in ASYMMETRIC_MAPS:
-            raise ValueError(
-                f"asymmetric noise has no class map for dataset {dataset!r}; "
-                f"valid choices: {', '.join(sorted(ASYMMETRIC_MAPS))}"
-            )
+        if class_map is None:
+            maps = asymmetric_maps()
+            if dataset not in maps:
+                raise ValueError(f"asymmetric noise has no class map for dataset {dataset!r}; valid choices: "
+                                 f"{', '.join(maps)} (or pass class_map)")
+            class_map = maps[dataset]
         t = torch.eye(c, dtype=torch.float64)
-        for src, dst in ASYMMETRIC_MAPS[dataset].items():
+        for src, dst in class_map.items():
             if src >= c or dst >= c:
-                raise ValueError(f"asymmetric map of {dataset!r} names class {max(src, dst)}, but num_classes is {c}")
+                raise ValueError(f"the asymmetric map names class {max(src, dst)}, but num_classes is {c}")
             t[src, src] = 1.0 - rate
             t[src, dst] = rate
         return t
     if noise_type == "instance":
         raise ValueError("instance noise has no fixed transition matrix; it depends on each example's features")
-    raise ValueError(f"unknown noise type {noise_type!r}; valid choices: {', '.join(NOISE_TYPES)}")
+    check_choice("noise type", noise_type, NOISE_TYPES)
+    raise AssertionError(f"noise type {noise_type!r} is registered but has no generator")
 
 
 def _sample_rows(probs: Tensor, generator: torch.Generator) -> Tensor:
@@ -127,6 +146,7 @@ def noisify(
     features: Tensor | None = None,
     *,
     dataset: str | None = None,
+    class_map: dict[int, int] | None = None,
 ) -> NoisyLabels:
     """Corrupt ``labels`` with the named noise; returns (noisy labels, realised rate, empirical T).
 
@@ -138,10 +158,10 @@ def noisify(
         seed: seed of the draw; the same seed gives the same labels.
         features: (n, ...) inputs, needed by ``instance`` noise (the CDR code uses the
             normalised images, flattened).
-        dataset: dataset name, needed by ``asymmetric`` noise to pick its class map.
+        dataset: dataset name, whose class map ``asymmetric`` noise follows (``cdr_fast.data``).
+        class_map: ``asymmetric`` noise's map (source class -> target), instead of the dataset's.
     """
-    if noise_type not in NOISE_TYPES:
-        raise ValueError(f"unknown noise type {noise_type!r}; valid choices: {', '.join(NOISE_TYPES)}")
+    check_choice("noise type", noise_type, NOISE_TYPES)
     rate = check_rate(rate)
     clean = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels).cpu().long().reshape(-1)
     if not isinstance(num_classes, int) or num_classes < 1:
@@ -157,7 +177,7 @@ def noisify(
             raise ValueError("instance noise needs features with one row per label")
         noisy = _sample_rows(instance_probabilities(clean, features.cpu(), rate, num_classes, generator), generator)
     else:
-        t = transition_matrix(noise_type, rate, num_classes, dataset)
+        t = transition_matrix(noise_type, rate, num_classes, dataset, class_map)
         noisy = _sample_rows(t[clean], generator)
 
     counts = torch.zeros(num_classes, num_classes, dtype=torch.float64)

@@ -5,8 +5,10 @@ and its gradient arrives averaged and sharded (FSDP2 reduce-scatters it). Each r
 own shards, one tensor at a time with the engine's update (FSDP2 owns the storage, so there is no
 flat buffer to build), and the global threshold comes from the distributed radix select
 (``cdr_fast.distributed_select``): exact, whatever ``exact`` says, with three all-reduces of
-2,048 counts and one of the kept count. The optimizer state holds each rank's local shards as
-plain tensors. Parameters outside FSDP2 (the AUX table, replicated) step as in ``FlatState``.
+2,048 counts and one of the kept count. The step's plan is ``cdr_fast.cdr_rule``'s, as for the
+flat buffers. The optimizer state holds DTensors sharded like their parameters (momentum, RDI's
+w0), so ``torch.distributed.checkpoint``'s optimizer state-dict helpers work with it. Parameters
+outside FSDP2 (the AUX table, replicated) step as in ``FlatState`` (``cdr_fast.aux_rows``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import torch
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
-from .cdr_rule import KEEP_NOTHING, gradient_scale, keep_count, rdi_coefficient
+from .aux_rows import SparseTables, has_sparse_grad
+from .cdr_rule import KEEP_NOTHING, plan_step
 from .distributed import Distributed
 from .distributed_select import sharded_threshold
 from .engines import Engine
-from .flat import outside_update
 
 
 def is_sharded(p: Tensor) -> bool:
@@ -49,14 +51,16 @@ class ShardedState:
     def __init__(self, groups: list[dict[str, Any]], state: dict, engine: Engine,
                  is_scored: Callable[[dict[str, Any], Tensor], bool], dist: Distributed) -> None:
         self.groups, self.engine, self.is_scored, self.dist = groups, engine, is_scored, dist
+        self.tables = SparseTables(groups, dist, ride=None)  # no flat buffer to ride in: all-gathered
         local_scored = 0
         for group in groups:
             for p in group["params"]:
-                if p.grad is not None and p.grad.is_sparse:
+                if has_sparse_grad(p):
                     continue
                 if not is_sharded(p):
                     raise ValueError(f"a dense parameter of shape {tuple(p.shape)} is not sharded: with FSDP2, apply "
                                      "fully_shard to every module whose parameters this optimizer steps")
+                engine.check_dtype(p.dtype)
                 if is_scored(group, p):
                     local_scored += local_flat(p).numel()
         first = groups[0]["params"][0]
@@ -66,41 +70,37 @@ class ShardedState:
         self.thr, self.kept = engine.new_threshold(device)
 
     def adopt(self, state: dict) -> None:
-        """Nothing to adopt: the state's local tensors are used as they are."""
+        """Nothing to adopt: the state's tensors are used as they are."""
+
+    def release(self) -> None:
+        """Nothing to release: no hooks, no buffers of its own."""
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        raise NotImplementedError  # FSDP2's shards: CDRSGD uses torch's own zero_grad
 
     @torch.no_grad()
     def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor, Tensor, int] | None:
         """One step of every group on this rank's shards; returns the threshold, the kept count
         over all ranks and the scored count (None if nothing was masked)."""
-        dense = [(group, p, local_flat(p), local_flat(p.grad)) for group in self.groups for p in group["params"]
+        dense = [(group, p) for group in self.groups for p in group["params"]
                  if p.grad is not None and not p.grad.is_sparse]
-        taus = {group["tau"] for group, p, _, _ in dense if self.is_scored(group, p)}
-        if len(taus) > 1:
-            raise ValueError(f"scored param groups must share one tau (the threshold is global); got {sorted(taus)}")
-        tau = taus.pop() if taus else 0.0
-        mask = self.n_scored > 0 and tau > 0
-        if mask:
+        plan = plan_step((group["tau"] for group, p in dense if self.is_scored(group, p)), self.n_scored)
+        if plan.masks:
             self.kept.zero_()
-            scored = [(w, g) for group, p, w, g in dense if self.is_scored(group, p)]
-            k = keep_count(tau, self.n_scored)
-            if k == 0:
+            if plan.keep == 0:
                 self.thr.fill_(KEEP_NOTHING)
             else:
-                sharded_threshold(scored, k, self.thr, self.dist)
-        for group, p, w, g in dense:
-            st = state[p]
-            if group["momentum"] != 0 and "momentum_buffer" not in st:
-                st["momentum_buffer"] = torch.zeros_like(w)
-            masked = mask and self.is_scored(group, p)
+                scored = [(local_flat(p), local_flat(p.grad)) for group, p in dense if self.is_scored(group, p)]
+                sharded_threshold(scored, plan.keep, self.thr, self.dist)
+        for group, p in dense:
+            if group["momentum"] != 0 and "momentum_buffer" not in state.get(p, {}):
+                state[p]["momentum_buffer"] = torch.zeros_like(p)  # a DTensor sharded like p
+            st, w, scored = state.get(p, {}), local_flat(p), self.is_scored(group, p)
             self.engine.masked_update(
-                w, g, st.get("momentum_buffer", w), local_flat(st["initial"]) if "initial" in st else w, self.thr,
-                self.kept, n_scored=w.numel() if masked else 0, lr=group["lr"], momentum=group["momentum"],
-                weight_decay=group["weight_decay"], rdi_coef=rdi_coefficient(group["rdi_lambda"]),
-                clip=gradient_scale(tau) if masked else 1.0, mask=masked)
-        for group in self.groups:
-            for p in group["params"]:
-                if p.grad is not None and p.grad.is_sparse:
-                    outside_update(self.engine, self.dist, group, state, p, self.thr, self.kept)
-        if not mask:
+                w, local_flat(p.grad), local_flat(st["momentum_buffer"]) if "momentum_buffer" in st else w,
+                local_flat(st["initial"]) if "initial" in st else w, self.thr, self.kept,
+                n_scored=w.numel() if plan.masks and scored else 0, **plan.update_options(group, scored))
+        self.tables.step(self.engine, state, self.thr, self.kept)
+        if not plan.masks:
             return None
         return self.thr, self.dist.all_reduce_(self.kept.to(torch.int64)), self.n_scored

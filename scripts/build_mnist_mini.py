@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cdr_fast.data import IDX_MD5, IDX_SIZES, find_idx_dir, read_idx, idx_file
+from cdr_fast.data.builtin import IDX_MD5, IDX_SIZES, find_idx_dir, idx_file, read_idx
 
 TRAIN_PER_CLASS = 600
 TEST_PER_CLASS = 100

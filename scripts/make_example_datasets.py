@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "data")
     args = parser.parse_args()
-    with resources.as_file(resources.files("cdr_fast") / "data" / "mnist_mini.npz") as path, np.load(path) as z:
+    with resources.as_file(resources.files("cdr_fast.data") / "mnist_mini.npz") as path, np.load(path) as z:
         train_x, train_y, test_x, test_y = (z[k] for k in ("train_images", "train_labels", "test_images",
                                                             "test_labels"))
     train = pick(train_y, 30)

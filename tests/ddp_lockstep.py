@@ -13,6 +13,7 @@ it and compares. Importable: ``Case`` is what both sides build, ``Case.step`` th
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from cdr_fast import CDRSGD, AuxBias
+from cdr_fast import CDRSGD, AuxBias, launch
 from cdr_fast.data import load_dataset
 from cdr_fast.distributed import SINGLE, Distributed
 from cdr_fast.models import LeNet
@@ -80,7 +81,7 @@ class Case:
         self.table = None
         if aux:
             self.table = AuxBias(self.x.shape[0], 10, 1.0, engine=engine)
-            groups.append(self.table.param_group(per_example_lr=0.3, batch_size=BATCH))
+            groups.append(self.table.param_group(aux_lr=0.3, batch_size=BATCH))
         self.opt = CDRSGD(groups, lr=LR, momentum=MOMENTUM, weight_decay=1e-3, tau=tau, rdi_lambda=rdi,
                           engine=engine, exact=True if layout == "fsdp" else None,
                           process_group=dist.group if dist.enabled and not self.sharded else None)
@@ -113,14 +114,7 @@ class Case:
                 return (value.full_tensor() if isinstance(value, DTensor) else value).detach().clone()
             return value
 
-        optimizer = self.opt.state_dict()
-        if self.sharded:  # FSDP2's momentum buffers are each rank's shard, flat: make them DTensors too
-            for i, p in enumerate(self.model.parameters()):
-                st = optimizer["state"].get(i, {})  # the optimizer's own dict: replace it, never edit it
-                if "momentum_buffer" in st:
-                    shard = st["momentum_buffer"].view(p.to_local().shape)
-                    optimizer["state"][i] = {**st, "momentum_buffer": DTensor.from_local(
-                        shard, p.device_mesh, p.placements, shape=p.shape, stride=p.stride())}
+        optimizer = self.opt.state_dict()  # under FSDP2 its tensors are DTensors sharded like the parameters
         return {"params": whole(list(self.model.parameters())),
                 "aux": whole(self.table.weight) if self.table is not None else None,
                 "optimizer": whole(optimizer)}
@@ -145,16 +139,39 @@ def train_case(method: str, engine: str, seed: int, dist: Distributed = SINGLE, 
     return {"states": states, "thresholds": thresholds}
 
 
+def checkpoint_case(seed: int, dist: Distributed) -> dict:
+    """FSDP2 and torch.distributed.checkpoint: train 3 steps, take the optimizer's state with
+    ``get_optimizer_state_dict``, load it into a fresh model and optimizer with
+    ``set_optimizer_state_dict``, and take step 4 on both; returns both results, whole."""
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                         set_model_state_dict, set_optimizer_state_dict)
+
+    trained = Case("cdr_rdi", "compiled", seed, dist, "fsdp")
+    for step in range(3):
+        trained.step(step)
+    # Copies, as a checkpoint on disk would be: loading the live dicts could alias the two models.
+    model_state = copy.deepcopy(get_model_state_dict(trained.model))
+    optim_state = copy.deepcopy(get_optimizer_state_dict(trained.model, trained.opt))
+    restored = Case("cdr_rdi", "compiled", seed + 1, dist, "fsdp")  # another initialisation, overwritten
+    restored.order = trained.order
+    set_model_state_dict(restored.model, model_state)
+    set_optimizer_state_dict(restored.model, restored.opt, optim_state)
+    trained.step(3)
+    restored.step(3)
+    return {"trained": trained.state(), "restored": restored.state()}
+
+
 def main() -> None:
     out, seed = Path(sys.argv[1]), int(sys.argv[2])
-    dist = Distributed.from_env(use_cuda=False)
+    dist = launch.join(use_cuda=False)
     try:
         for method, engine, layout in CASES:
             torch.save(train_case(method, engine, seed, dist, layout), out / f"{method}_{engine}_{layout}_rank{dist.rank}.pt")
         torch.save(select_case(seed, dist), out / f"select_rank{dist.rank}.pt")
+        torch.save(checkpoint_case(seed, dist), out / f"checkpoint_rank{dist.rank}.pt")
     finally:
-        dist.close()
-    Distributed.exit(0)
+        launch.leave(dist)
+    launch.exit_process(0)
 
 
 if __name__ == "__main__":

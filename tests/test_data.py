@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cdr_fast.data import (
-    DatasetError,
-    find_idx_dir,
-    load_dataset,
-    random_crop_flip,
-    read_idx,
-    validation_split,
-)
+from cdr_fast.data import DatasetError, load_dataset, random_crop_flip, validation_split
+from cdr_fast.data.builtin import find_idx_dir, read_idx
 
 IDX_NAMES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
@@ -42,7 +36,7 @@ def test_mnist_mini_is_a_stratified_subset_of_real_mnist(mnist, mnist_mini):
     assert torch.bincount(mnist_mini.test_labels).tolist() == [100] * 10
     from importlib import resources
 
-    with resources.as_file(resources.files("cdr_fast") / "data" / "mnist_mini.npz") as path:
+    with resources.as_file(resources.files("cdr_fast.data") / "mnist_mini.npz") as path:
         src = np.load(path)["train_source_index"]
     assert torch.equal(mnist_mini.train_images, mnist.train_images[torch.from_numpy(src).long()])
     assert torch.equal(mnist_mini.train_labels, mnist.train_labels[torch.from_numpy(src).long()])

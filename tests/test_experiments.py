@@ -108,7 +108,7 @@ def test_aux_sweep_command_and_bad_input(tmp_path, capsys):
     for png in ("fig2_lambda.png", "aux_lr_sweep.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert experiments.main(["table1", "--rates", "1.5", "--out", str(tmp_path / "bad")]) == 2
-    assert "noise rate" in capsys.readouterr().err
+    assert "invalid noise rate: 1.5; valid values are [0, 1)" in capsys.readouterr().err
 
 
 def test_seed_comparison_puts_ours_beside_the_seed():

@@ -63,3 +63,31 @@ def test_kernels_import_nothing_from_the_library():
     for path in REPO.glob("kernels/*.py"):
         assert all(layer_of(n) == LAYERS["kernels"] for n in imported(path)), path
     assert SOURCES, "no sources found"
+
+
+def test_no_import_cycles():
+    """No module reaches itself through imports (type-checking imports included: a cycle hidden
+    behind TYPE_CHECKING is still two rooms that need each other)."""
+    modules = {module_name(path): path for path in SOURCES}
+
+    def resolve(name: str) -> str | None:  # "from .x import f" may name a function of module x
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {m: {r for n in imported(p) if (r := resolve(n)) and r != m} for m, p in modules.items()}
+    # A package's __init__ importing its own submodules is its face, not a cycle.
+    graph = {m: {r for r in deps if not r.startswith(m + ".")} for m, deps in graph.items()}
+    done: set[str] = set()
+
+    def visit(m: str, path: list[str]) -> None:
+        if m in path:
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(m):] + [m]))
+        if m in done:
+            return
+        for dep in sorted(graph[m]):
+            visit(dep, path + [m])
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m, [])

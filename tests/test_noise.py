@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cdr_fast.noise import ASYMMETRIC_MAPS, NOISE_TYPES, noisify, transition_matrix
+from cdr_fast.noise import NOISE_TYPES, asymmetric_maps, noisify, transition_matrix
 
 RATES = [0.2, 0.4, 0.7]
 
@@ -38,7 +38,7 @@ def test_realised_rate_and_structure(mnist, fresh_seed, noise_type, rate):
 def test_asymmetric_moves_only_along_its_map(mnist, fresh_seed, dataset, rate):
     y = mnist.train_labels  # real labels; the map is the dataset's
     noisy, realised, t = noisify(y, "asymmetric", rate, 10, fresh_seed, dataset=dataset)
-    amap = ASYMMETRIC_MAPS[dataset]
+    amap = asymmetric_maps()[dataset]
     changed = noisy != y
     targets = torch.tensor([amap.get(int(c), -1) for c in range(10)])
     assert torch.equal(noisy[changed], targets[y[changed]])  # every change follows the map
@@ -49,10 +49,22 @@ def test_asymmetric_moves_only_along_its_map(mnist, fresh_seed, dataset, rate):
     assert realised == pytest.approx(changed.double().mean().item())
 
 
+def test_asymmetric_maps_are_the_published_generators_pairs():
+    """Written out from the published noise generators (the CDR / Co-teaching code), not read back
+    from the library: a dropped or changed pair fails here."""
+    assert asymmetric_maps() == {
+        "mnist-mini": {2: 7, 3: 8, 5: 6, 6: 5},  # 2 -> 7, 3 -> 8, 5 <-> 6
+        "mnist": {2: 7, 3: 8, 5: 6, 6: 5},
+        "fashion-mnist": {0: 6, 2: 4, 5: 7, 7: 5},  # T-shirt -> shirt, pullover -> coat, sandal <-> sneaker
+        "cifar10": {9: 1, 2: 0, 3: 5, 5: 3, 4: 7},  # truck -> automobile, bird -> airplane, cat <-> dog, deer -> horse
+    }
+
+
 def test_cifar_maps():
     t10 = transition_matrix("asymmetric", 0.4, 10, "cifar10")
     assert t10[9, 1] == 0.4 and t10[3, 5] == 0.4 and t10[5, 3] == 0.4 and t10[0, 0] == 1.0
-    t100 = transition_matrix("asymmetric", 0.3, 100, "cifar100")
+    # CIFAR-100's map as the Co-teaching/CDR code builds it: cyclic within superclass blocks of 5.
+    t100 = transition_matrix("asymmetric", 0.3, 100, class_map={i: i // 5 * 5 + (i % 5 + 1) % 5 for i in range(100)})
     assert t100[4, 0] == 0.3 and t100[7, 8] == 0.3 and t100[99, 95] == 0.3  # cyclic within blocks of 5
     assert (t100.sum(1) - 1).abs().max() < 1e-12
 

@@ -38,8 +38,8 @@ def test_every_method_trains_and_writes_its_results(tmp_path, method):
     assert SUMMARY_KEYS <= set(summary) and summary["method"] == method and summary["engine"] == "reference"
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     # The summary names only the settings the method uses.
-    assert ("aux_lambda" in summary["config"]) == METHODS[method]["aux"]
-    assert ("rdi_lambda" in summary["config"]) == METHODS[method]["rdi"]
+    assert ("aux_lambda" in summary["config"]) == METHODS[method].aux
+    assert ("rdi_lambda" in summary["config"]) == METHODS[method].rdi
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for r in rows:
@@ -48,7 +48,7 @@ def test_every_method_trains_and_writes_its_results(tmp_path, method):
     # Two epochs of LeNet on real digits learn something even at 40% noise.
     assert summary["test_acc_last"] > 50.0
     kept = float(rows[-1]["kept_pct"])  # a percentage, like every other rate in metrics.csv
-    if METHODS[method]["cdr"]:
+    if METHODS[method].cdr:
         assert abs(kept - 60.0) < 0.1
     else:
         assert math.isnan(kept)  # no masking
@@ -194,12 +194,9 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(tmp_path):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--noise-rate", "1.5"], "outside [0, 1)"),
-        (["--momentum", "1.5"], "outside [0, 1)"),
         (["--method", "mixup"], "invalid choice: 'mixup'"),
         (["--engine", "gpu"], "invalid choice: 'gpu'"),
         (["--noise-type", "uniform"], "invalid choice: 'uniform'"),
-        (["--epochs", "0"], "must be >= 1"),
         (["--lr", "fast"], "'fast' is not a number"),
         (["--resume"], "--resume needs --out"),
     ],
@@ -215,6 +212,11 @@ def test_cli_bad_flags(capsys, argv, message):
     "argv,message",
     [
         (["--noise-type", "none", "--noise-rate", "0.3"], "noise type 'none' takes noise rate 0"),
+        # ranges: checked once, by TrainConfig.validate (the same check the library runs)
+        (["--noise-rate", "1.5"], "invalid noise rate: 1.5; valid values are [0, 1)"),
+        (["--momentum", "1.5"], "invalid momentum: 1.5; valid values are [0, 1)"),
+        (["--tau", "-0.1"], "invalid tau: -0.1; valid values are [0, 1)"),
+        (["--epochs", "0"], "invalid epochs: 0; must be a positive integer"),
         (["--method", "cdr", "--noise-type", "none"], "needs an explicit tau"),
         (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
         (["--device", "tpu"], "invalid device 'tpu'"),

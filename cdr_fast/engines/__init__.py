@@ -8,19 +8,30 @@ Engines, one vocabulary everywhere (library, CLI, config, summary, grid):
 - ``reference``: eager PyTorch, exactly the published methods;
 - ``auto``: ``triton`` on CUDA, ``compiled`` on the CPU.
 
-``resolve_engine`` is called once per run (the Trainer hands the same engine object to the
-optimizer and to ``AuxBias``); the objects are interchangeable behind ``Engine``.
+``ENGINES`` is the registry: one entry per engine, imported only when asked for (the Triton
+engine imports triton). What an engine can do (devices, dtypes, whether its threshold is always
+exact) is stated by its class (``Engine``), never inferred from its name. ``check_engine`` is the
+one check of a name; ``resolve_engine`` turns a name into an object for a device.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
 
+from ..checks import check_choice
 from .base import Engine
 
-ENGINES = ("triton", "compiled", "reference")
+# name -> (module, class), imported on first use
+ENGINES: dict[str, tuple[str, str]] = {
+    "triton": ("triton_engine", "TritonEngine"),
+    "compiled": ("compiled", "CompiledEngine"),
+    "reference": ("reference", "ReferenceEngine"),
+}
+# "auto": the engine for each device type
+AUTO = {"cuda": "triton", "cpu": "compiled"}
 ENGINE_CHOICES = ("auto", *ENGINES)
 
 
@@ -31,38 +42,36 @@ def interpreting() -> bool:
 
 def engine_name(engine: str | Engine | None, fused: bool | None) -> str | Engine:
     """Fold the torch-style ``fused`` flag into the engine vocabulary: True is ``auto``, False
-    ``reference``; an explicit ``engine`` wins, and the default is ``reference``."""
+    ``reference``; an explicit ``engine`` wins, and the default is ``reference``. The result is
+    checked (``check_engine``)."""
     if engine is not None:
         if fused is not None and (engine == "reference") == bool(fused):
             raise ValueError(f"fused={fused} contradicts engine={engine!r}; pass one of them")
-        return engine
+        return check_engine(engine)
     return "auto" if fused else "reference"
+
+
+def check_engine(engine: str | Engine) -> str | Engine:
+    """``engine`` if it is an ``Engine`` or one of ``ENGINE_CHOICES``, else a one-line ValueError."""
+    return engine if isinstance(engine, Engine) else check_choice("engine", engine, ENGINE_CHOICES)
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The class registered as ``name`` (not ``auto``), imported now."""
+    module, cls = ENGINES[check_choice("engine", name, tuple(ENGINES))]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 def resolve_engine(engine: str | Engine, device: torch.device | str) -> Engine:
     """The engine object for tensors on ``device``: an ``Engine`` is returned as it is."""
     if isinstance(engine, Engine):
         return engine
-    if engine not in ENGINE_CHOICES:
-        raise ValueError(f"unknown engine {engine!r}; valid choices: {', '.join(ENGINE_CHOICES)}")
     device = torch.device(device)
-    if engine == "auto":
-        engine = "triton" if device.type == "cuda" else "compiled"
-    if engine == "triton":
-        if device.type != "cuda" and not interpreting():
-            raise ValueError(f"engine 'triton' needs CUDA tensors (or TRITON_INTERPRET=1); got {device.type} tensors")
-        from .triton_engine import TritonEngine  # imports triton: only when asked for
-
-        return TritonEngine()
-    if engine == "compiled":
-        if device.type != "cpu":
-            raise ValueError(f"engine 'compiled' is the CPU twin; got {device.type} tensors (use 'triton')")
-        from .compiled import CompiledEngine
-
-        return CompiledEngine()
-    from .reference import ReferenceEngine
-
-    return ReferenceEngine()
+    name = AUTO.get(device.type, "reference") if check_engine(engine) == "auto" else engine
+    cls = engine_class(name)
+    cls.check_device(device)
+    return cls()
 
 
-__all__ = ["ENGINES", "ENGINE_CHOICES", "Engine", "engine_name", "interpreting", "resolve_engine"]
+__all__ = ["AUTO", "ENGINES", "ENGINE_CHOICES", "Engine", "check_engine", "engine_class", "engine_name",
+           "interpreting", "resolve_engine"]

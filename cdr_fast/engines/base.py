@@ -1,12 +1,14 @@
 """The engine interface: the four operations every engine implements with the same signatures.
 
-An engine computes; it holds no training state. The optimizer (through ``cdr_fast.flat_state``)
-and ``AuxBias`` call these methods on flat buffers and never ask which engine they hold.
+An engine computes; it holds no training state. The optimizer (through ``cdr_fast.flat`` and
+``cdr_fast.sharded``) and ``AuxBias`` call these methods on flat buffers and never ask which engine
+they hold: what an engine can do is stated by its class attributes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -21,7 +23,30 @@ class Engine(ABC):
     tensors on the parameters' device, so a fused engine never reads a value back to the host.
     """
 
-    name: str
+    name: ClassVar[str]
+    device_types: ClassVar[tuple[str, ...]] = ("cpu", "cuda")  # where its tensors may live
+    dtypes: ClassVar[tuple[torch.dtype, ...] | None] = None  # of the flat buffers; None: any float
+    always_exact: ClassVar[bool] = False  # its threshold ignores ``exact=False``
+
+    @classmethod
+    def check_device(cls, device: torch.device) -> None:
+        """A one-line ValueError unless this engine runs on tensors on ``device``."""
+        if device.type not in cls.device_types:
+            raise ValueError(f"engine {cls.name!r} runs on {' or '.join(cls.device_types)} tensors; got "
+                             f"{device.type} tensors")
+
+    def check_dtype(self, dtype: torch.dtype) -> None:
+        """A one-line ValueError unless this engine steps flat buffers of ``dtype``."""
+        if self.dtypes is not None and dtype not in self.dtypes:
+            valid = ", ".join(str(d).removeprefix("torch.") for d in self.dtypes)
+            raise ValueError(f"the {self.name} engine steps {valid} parameters (complex ones as their real "
+                             f"pairs); got {str(dtype).removeprefix('torch.')}: use engine='reference'")
+
+    def __eq__(self, other: object) -> bool:  # stateless but for scratch: one engine is as good as another
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -25,6 +25,9 @@ from .reference import ReferenceEngine
 
 class CompiledEngine(ReferenceEngine):
     name = "compiled"
+    device_types = ("cpu",)
+    dtypes = (torch.float32,)
+    always_exact = False
 
     def __init__(self) -> None:
         self._scratch = torch.empty(0, dtype=torch.int32)  # the select's work space, grown once: no per-step allocation

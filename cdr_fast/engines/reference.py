@@ -17,6 +17,7 @@ from .base import Engine
 
 class ReferenceEngine(Engine):
     name = "reference"
+    always_exact = True
 
     def _select(self, w: Tensor, g: Tensor, k: int, thr: Tensor, *, exact: bool, seed: int) -> None:
         # Published: scores = cat(grads) * cat(weights), abs; thr = topk(scores, k)[0][-1]. Always exact.

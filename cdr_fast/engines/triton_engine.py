@@ -12,11 +12,18 @@ from torch import Tensor
 
 from ..kernels import aux_gather, cdr_step, cdr_threshold
 from ..sampling import HASH_MULTIPLIER, VEC, stratified_plan
+from . import interpreting
 from .base import Engine
 
 
 class TritonEngine(Engine):
     name = "triton"
+    dtypes = (torch.float32,)
+
+    @classmethod
+    def check_device(cls, device: torch.device) -> None:
+        if device.type != "cuda" and not interpreting():
+            raise ValueError(f"engine 'triton' needs CUDA tensors (or TRITON_INTERPRET=1); got {device.type} tensors")
 
     def __init__(self) -> None:
         # Radix-select scratch, made once per (device, scores, plan) and reused at every step: a

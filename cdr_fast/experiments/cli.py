@@ -21,14 +21,22 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..atomic_io import write_bytes_atomic, write_csv_atomic
-from ..data import DATASETS, DatasetError
-from ..engines import ENGINE_CHOICES
+from ..checks import check_positive_int
+from ..data import DatasetError
 from ..noise import NOISE_TYPES
 from ..training import METHODS, TrainConfig
+from ..training.flags import INTEGER, NUMBER, HelpFormatter, add_config_flags
 from .grid import Cell, run_grid
+from .report import (
+    METHOD_LABELS,
+    figure_aux_sweep,
+    figure_memorisation,
+    figure_training_curves,
+    seed_comparison_markdown,
+    summary_rows,
+    table1_markdown,
+)
 from .stats import paired_differences, stats_markdown
-from .report import (METHOD_LABELS, figure_aux_sweep, figure_memorisation, figure_training_curves, seed_comparison_markdown,
-                     summary_rows, table1_markdown)
 
 TABLE1_METHODS = ["sgd", "cdr", "aux", "cdr_aux"]
 TABLE1_NOISE = ["instance", "asymmetric", "pairflip", "symmetric"]
@@ -38,7 +46,7 @@ STATS_METRICS = {"test_acc_at_best_val": "Test accuracy at the best validation e
 
 
 def cell_name(c: TrainConfig) -> str:
-    aux = f"_alr{c.aux_lr:g}" if c.parts["aux"] else ""
+    aux = f"_alr{c.aux_lr:g}" if c.parts.aux else ""
     return f"{c.dataset}_{c.noise_type}{round(100 * c.noise_rate)}_{c.method}_lam{c.aux_lambda:g}{aux}_s{c.seed}"
 
 
@@ -125,30 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("table1", "aux"):
-        s = sub.add_parser(name)
-        s.add_argument("--dataset", choices=DATASETS, default="mnist")
-        s.add_argument("--data-dir", default=None)
-        s.add_argument("--epochs", type=int, default=10)
-        s.add_argument("--milestones", type=int, nargs="*", default=[4, 8])
-        s.add_argument("--rates", type=float, nargs="+", default=TABLE1_RATES)
-        s.add_argument("--seeds", type=int, nargs="+", default=[1])
-        s.add_argument("--workers", type=int, default=2, help="parallel runs (one thread each on the CPU)")
-        s.add_argument("--engine", choices=ENGINE_CHOICES, default="auto")
-        s.add_argument("--reference", dest="engine", action="store_const", const="reference",
-                       help="same as --engine reference")
-        s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-        s.add_argument("--out", type=Path, required=True)
+        s = sub.add_parser(name, formatter_class=HelpFormatter)
+        add_config_flags(s, ("dataset", "data_dir", "epochs", "milestones", "engine", "device"), dataset="mnist",
+                         epochs=10, milestones=[4, 8])
+        s.add_argument("--rates", type=NUMBER, nargs="+", default=TABLE1_RATES, help="noise rates")
+        s.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed")
+        s.add_argument("--workers", type=INTEGER, default=2, help="parallel runs (one thread each on the CPU)")
+        s.add_argument("--out", type=Path, required=True, help="results folder%(default).0s")
     t = sub.choices["table1"]
-    t.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=TABLE1_METHODS)
-    t.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=TABLE1_NOISE)
+    t.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=TABLE1_METHODS, help="methods")
+    t.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=TABLE1_NOISE, help="noise types")
     aux = sub.choices["aux"]
     defaults = TrainConfig()
-    aux.add_argument("--lambdas", type=float, nargs="+", default=[defaults.aux_lambda])
-    aux.add_argument("--aux-lrs", type=float, nargs="+", default=[defaults.aux_lr])
-    aux.add_argument("--methods", nargs="+", choices=("aux", "cdr_aux"), default=["cdr_aux"])
-    aux.add_argument("--baselines", nargs="*", choices=("sgd", "cdr", "rdi", "cdr_rdi"), default=[],
+    aux.add_argument("--lambdas", type=float, nargs="+", default=[defaults.aux_lambda], help="AUX lambdas")
+    aux.add_argument("--aux-lrs", type=float, nargs="+", default=[defaults.aux_lr], help="AUX step sizes")
+    aux.add_argument("--methods", nargs="+", choices=[m for m, spec in METHODS.items() if spec.aux],
+                     default=["cdr_aux"])
+    aux.add_argument("--baselines", nargs="*", choices=[m for m, spec in METHODS.items() if not spec.aux], default=[],
                      help="methods without AUX to run once per noise type and rate, for comparison")
-    aux.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=["symmetric"])
+    aux.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=["symmetric"], help="noise types")
     return p
 
 
@@ -156,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cells = table1_cells(args) if args.command == "table1" else aux_cells(args)
     try:
+        check_positive_int("workers", args.workers)
         for cell in cells:
             cell.config.validate()
         run_grid(cells, args.out / "runs", workers=args.workers)

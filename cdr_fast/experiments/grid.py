@@ -20,7 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from ..training import RunFolder, Trainer, TrainConfig
+from ..training import RunFolder, TrainConfig, Trainer
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic_io import write_bytes_atomic
+from ..checks import check_choice
+from ..noise import NOISE_TYPES
+from ..training import METHODS
 from .seed_report import SEED_RATES, SEED_TABLE1
 
-NOISE_ORDER = ["instance", "asymmetric", "pairflip", "symmetric", "none"]  # the seed report's block order
-METHOD_LABELS = {"sgd": "SGD", "cdr": "CDR", "aux": "AUX", "cdr_aux": "CDR+AUX", "rdi": "RDI", "cdr_rdi": "CDR+RDI"}
+NOISE_ORDER = list(NOISE_TYPES)  # the registry's order is the seed report's block order
+METHOD_LABELS = {name: method.label for name, method in METHODS.items()}
 CSV_FIELDS = ("cell", "dataset", "method", "noise_type", "noise_rate", "seed", "epochs", "aux_lambda", "aux_lr",
               "realised_noise_rate", "best_val_epoch", "best_val_acc", "test_acc_at_best_val", "test_acc_last",
               "memorised_noisy_last", "train_acc_noisy_aux_last", "aux_precision", "aux_recall",
@@ -24,6 +27,8 @@ CSV_FIELDS = ("cell", "dataset", "method", "noise_type", "noise_rate", "seed", "
 def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for cell, s in sorted(summaries.items()):
+        check_choice(f"method of run {cell}", s["method"], METHODS)  # never a run silently left out of a table
+        check_choice(f"noise type of run {cell}", s["noise_type"], NOISE_TYPES)
         row = {"cell": cell, "aux_lambda": s["config"].get("aux_lambda"), "aux_lr": s["config"].get("aux_lr")}
         row.update({k: s[k] for k in CSV_FIELDS if k in s})
         row.update(s.get("detection") or {})

@@ -3,7 +3,8 @@ and the run folder that holds a run's files and decides whether it starts or res
 (``run_folder``)."""
 
 from .config import LOSSES, METHODS, TrainConfig, resolve_device
-from .loop import Trainer, TrainingDiverged, format_epoch
+from .loop import Trainer, TrainingDiverged
+from .metrics import format_epoch
 from .run_folder import RunFolder
 from .split import NoisySplit, prepare_data
 

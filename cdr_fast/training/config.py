@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
+from ..checks import check_choice, check_positive_int, check_range
 from ..data import DATASETS
-from ..engines import ENGINE_CHOICES
+from ..engines import check_engine
 from ..models import MODELS
-from ..noise import NOISE_TYPES, check_rate
+from ..noise import NOISE_TYPES
 
-# Which parts each method switches on.
-METHODS: dict[str, dict[str, bool]] = {
-    "sgd": dict(cdr=False, aux=False, rdi=False),
-    "cdr": dict(cdr=True, aux=False, rdi=False),
-    "aux": dict(cdr=False, aux=True, rdi=False),
-    "rdi": dict(cdr=False, aux=False, rdi=True),
-    "cdr_aux": dict(cdr=True, aux=True, rdi=False),
-    "cdr_rdi": dict(cdr=True, aux=False, rdi=True),
-}
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: which parts it switches on, and how tables and figures name it."""
+
+    name: str
+    label: str
+    cdr: bool = False
+    aux: bool = False
+    rdi: bool = False
+
+
+# The registry, in the tables' row order. Adding a method is one entry here (plus its tests): the
+# command lines, the grid and the report read their choices and labels from it.
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("sgd", "SGD"),
+    Method("cdr", "CDR", cdr=True),
+    Method("aux", "AUX", aux=True),
+    Method("cdr_aux", "CDR+AUX", cdr=True, aux=True),
+    Method("rdi", "RDI", rdi=True),
+    Method("cdr_rdi", "CDR+RDI", cdr=True, rdi=True),
+)}
 LOSSES = ("ce", "mse")
+DEFAULT_NOISE_TYPE, DEFAULT_NOISE_RATE = "symmetric", 0.4
 
 
 @dataclass
@@ -29,8 +43,8 @@ class TrainConfig:
     """Everything that defines a run. Defaults: the seed report's setup on mnist-mini."""
 
     method: str = "cdr_aux"
-    noise_type: str = "symmetric"
-    noise_rate: float = 0.4
+    noise_type: str | None = None  # None: symmetric on the built-in datasets, none on your own data
+    noise_rate: float | None = None  # None: 0.4, or 0 with noise type none
     tau: float | str | None = None  # CDR rate; None means the noise rate, "auto" estimates it
     tau_warmup_steps: int = 1500  # with tau "auto": plain-SGD steps before the estimate (docs/design.md)
     dataset: str = "mnist-mini"
@@ -53,19 +67,28 @@ class TrainConfig:
     val_fraction: float = 0.1
     eval_batch_size: int = 256  # measured fastest for LeNet on 2 CPU cores (1024 is ~2x slower)
 
+    def __post_init__(self) -> None:
+        """The defaults that depend on other settings: your own data comes with its noise, the
+        built-in sets get some."""
+        if self.noise_type is None:
+            user_data = self.dataset in DATASETS and DATASETS[self.dataset].user_data
+            self.noise_type = "none" if user_data else DEFAULT_NOISE_TYPE
+        if self.noise_rate is None:
+            self.noise_rate = 0.0 if self.noise_type == "none" else DEFAULT_NOISE_RATE
+
     @property
-    def parts(self) -> dict[str, bool]:
+    def parts(self) -> Method:
         return METHODS[self.method]
 
     @property
     def estimates_tau(self) -> bool:
-        return self.parts["cdr"] and self.tau == "auto"
+        return self.parts.cdr and self.tau == "auto"
 
     @property
     def cdr_rate(self) -> float:
         """The tau the optimizer starts with: 0 for methods without CDR, and with tau "auto" until
         the estimate replaces it (``Trainer.estimate_noise``)."""
-        if not self.parts["cdr"] or self.tau == "auto":
+        if not self.parts.cdr or self.tau == "auto":
             return 0.0
         return self.noise_rate if self.tau is None else self.tau
 
@@ -77,45 +100,41 @@ class TrainConfig:
         if not self.estimates_tau:
             settings.pop("tau_warmup_steps")
         for part, keys in (("aux", ("aux_lambda", "aux_lr")), ("rdi", ("rdi_lambda",)), ("cdr", ("tau",))):
-            if not self.parts[part]:
+            if not getattr(self.parts, part):
                 for key in keys:
                     settings.pop(key)
         return settings
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad value and the valid choices."""
-        choices = dict(method=tuple(METHODS), noise_type=NOISE_TYPES, dataset=DATASETS, model=MODELS,
-                       loss=LOSSES, engine=ENGINE_CHOICES)
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(f"invalid {name}: {getattr(self, name)!r}; valid choices: {', '.join(valid)}")
-        check_rate(self.noise_rate, "noise rate")
+        for name, valid in dict(method=METHODS, noise_type=NOISE_TYPES, dataset=DATASETS, model=MODELS,
+                                loss=LOSSES).items():
+            check_choice(name.replace("_", " "), getattr(self, name), valid)
+        check_engine(self.engine)
+        check_range("noise rate", self.noise_rate, 0.0, 1.0)
         if self.noise_type == "none" and self.noise_rate != 0:
             raise ValueError(f"noise type 'none' takes noise rate 0; got {self.noise_rate}")
         if self.tau == "auto":
-            if not self.parts["cdr"]:
+            if not self.parts.cdr:
                 raise ValueError(f"tau 'auto' estimates CDR's rate, but method {self.method!r} has no CDR")
         elif self.tau is not None:
-            check_rate(self.tau, "tau")
-        elif self.parts["cdr"] and self.noise_rate == 0:
+            check_range("tau", self.tau, 0.0, 1.0)
+        elif self.parts.cdr and self.noise_rate == 0:
             raise ValueError(f"method {self.method!r} with noise rate 0 needs an explicit tau (a rate, or 'auto' to "
                              "estimate it): CDR's rate defaults to the noise rate, and tau 0 would train plain SGD")
         for name in ("epochs", "batch_size", "eval_batch_size", "tau_warmup_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"invalid {name}: {value!r}; must be a positive integer")
+            check_positive_int(name, getattr(self, name))
         for name in ("lr", "weight_decay", "aux_lambda", "aux_lr", "rdi_lambda"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"invalid {name}: {value!r}; must be a finite number >= 0")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"invalid momentum: {self.momentum!r}; valid values are [0, 1)")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"invalid gamma: {self.gamma!r}; must be in (0, 1]")
+            check_range(name, getattr(self, name), 0.0)
+        check_range("momentum", self.momentum, 0.0, 1.0)
+        check_range("gamma", self.gamma, 0.0, 1.0, closed=True)
+        if self.gamma == 0:
+            raise ValueError("invalid gamma: 0; valid values are (0, 1]")
         if sorted(self.milestones) != list(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"invalid milestones: {self.milestones!r}; must be increasing positive epochs")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"invalid val_fraction: {self.val_fraction!r}; must be in (0, 1)")
+        check_range("val_fraction", self.val_fraction, 0.0, 1.0)
+        if self.val_fraction == 0:
+            raise ValueError("invalid val_fraction: 0; valid values are (0, 1)")
         resolve_device(self.device)
 
 

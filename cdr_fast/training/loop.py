@@ -21,29 +21,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from ..auxiliary import AuxBias
-from ..data import random_crop_flip
+from ..data import dataset_spec, random_crop_flip
 from ..distributed import SINGLE, Distributed
-from ..detect import aux_suspects, precision_recall, small_loss_suspects
-from ..estimate import NoiseEstimate, estimate_noise, warm_up_probabilities
 from ..engines import resolve_engine
+from ..estimate import NoiseEstimate, estimate_noise, warm_up_probabilities
 from ..models import build_model
 from ..optim import CDRSGD
+from .checkpoint import CHECKPOINT_FORMAT, check_compatible
 from .config import TrainConfig, resolve_device
+from .metrics import EpochMetrics, accuracy, format_epoch
 from .run_folder import RunFolder
 from .split import prepare_data
-
-CHECKPOINT_FORMAT = 2  # 2: the optimizer state carries the threshold's sample counter
+from .summary import run_summary, suspect_rows
 
 
 class TrainingDiverged(ValueError):
@@ -56,22 +55,6 @@ def loss_fn(name: str, logits: Tensor, target: Tensor) -> Tensor:
     # Squared loss against one-hot targets (the AUX paper's): 1/2 ||z - e_y||^2, mean over the batch.
     one_hot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
     return 0.5 * (logits - one_hot).pow(2).sum(1).mean()
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dist: Distributed = SINGLE) -> float:
-    """Accuracy in percent; under torch.distributed each rank evaluates a contiguous share."""
-    model.eval()
-    n = images.shape[0]
-    lo, hi = 0, n
-    if dist.enabled:
-        share = dist.shard(torch.arange(n))
-        lo, hi = (int(share[0]), int(share[-1]) + 1) if share.numel() else (0, 0)
-    correct = torch.zeros((), dtype=torch.int64, device=images.device)
-    for i in range(lo, hi, batch_size):
-        end = min(i + batch_size, hi)
-        correct += (model(images[i:end]).argmax(1) == labels[i:end]).sum()
-    return 100.0 * dist.all_reduce_(correct).item() / max(n, 1)
 
 
 class Trainer:
@@ -96,19 +79,19 @@ class Trainer:
         self.model = build_model(config.model, shape[1], self.data.num_classes, shape[-1]).to(self.device)
         groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
         self.aux: AuxBias | None = None
-        if config.parts["aux"]:
+        if config.parts.aux:
             self.aux = AuxBias(shape[0], self.data.num_classes, config.aux_lambda, engine=self.engine).to(self.device)
-            groups.append(self.aux.param_group(per_example_lr=config.aux_lr, batch_size=config.batch_size))
+            groups.append(self.aux.param_group(aux_lr=config.aux_lr, batch_size=config.batch_size))
         self.optimizer = CDRSGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-            tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if config.parts["rdi"] else 0.0, engine=self.engine,
+            tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if config.parts.rdi else 0.0, engine=self.engine,
             process_group=dist.group if dist.enabled else None,
         )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
         self.noise_estimate: NoiseEstimate | None = None  # with tau "auto"
-        self.augment = config.dataset == "cifar10"
+        self.augment = dataset_spec(config.dataset).augment
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -127,23 +110,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT} "
-                             "(made by another version of cdr-fast)")
-        saved = dict(state["config"])
-        mine = self.config.used_settings()  # a setting the run does not use cannot block its resume
-        saved["epochs"] = mine["epochs"]  # a run may be resumed with more epochs
-        diffs = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
-        if diffs:
-            detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diffs.items())
-            raise ValueError(f"the checkpoint was made with other settings ({detail})")
-        saved_world = state.get("world_size", 1)
-        if saved_world != self.dist.world_size:
-            # Replicated state would load, but the batch splits differ, so the run would not continue
-            # bit for bit; refuse rather than resume inexactly.
-            raise ValueError(f"the checkpoint was made by {saved_world} process(es) and this run has "
-                             f"{self.dist.world_size}: resume with the same number (torchrun --nproc_per_node="
-                             f"{saved_world}{' or plain python' if saved_world == 1 else ''})")
+        check_compatible(state, self.config, self.dist.world_size)
         self.model.load_state_dict(state["model"])
         if self.aux is not None:
             self.aux.load_state_dict(state["aux"])
@@ -176,9 +143,7 @@ class Trainer:
         rate = self.dist.broadcast_(torch.tensor([estimate.rate], dtype=torch.float64, device=self.device))
         matrix = self.dist.broadcast_(estimate.transition.to(self.device))
         self.noise_estimate = NoiseEstimate(float(rate.item()), matrix.cpu())
-        tau = min(self.noise_estimate.rate, 0.99)  # tau must stay below 1
-        for group in self.optimizer.param_groups:
-            group["tau"] = tau
+        self.optimizer.set_tau(min(self.noise_estimate.rate, 0.99))  # tau must stay below 1
         return self.noise_estimate
 
     # ---------------------------------------------------------------- training
@@ -193,10 +158,7 @@ class Trainer:
         n = d.train_x.shape[0]
         gen = self._epoch_generator()
         order = torch.randperm(n, generator=gen, device=self.device)
-        predicted = torch.full((n,), -1, dtype=torch.int64, device=self.device)  # f(x)
-        predicted_aux = torch.full((n,), -1, dtype=torch.int64, device=self.device)  # f(x) + lam * B[i]
-        loss_sum = torch.zeros((), device=self.device)
-        kept_sum = torch.zeros((), device=self.device)
+        metrics = EpochMetrics(n, self.device)
         steps = math.ceil(n / cfg.batch_size)
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
@@ -213,48 +175,28 @@ class Trainer:
             else:
                 x = d.train_x[idx]
             logits = self.model(x)
-            predicted[idx] = logits.detach().argmax(1)
-            if self.aux is not None:
-                logits = self.aux(logits, idx)
-                predicted_aux[idx] = logits.detach().argmax(1)
-            loss = loss_fn(cfg.loss, logits, d.train_y[idx])
+            logits_aux = self.aux(logits, idx) if self.aux is not None else None
+            loss = loss_fn(cfg.loss, logits_aux if logits_aux is not None else logits, d.train_y[idx])
             weight = self.dist.loss_weight(idx.numel(), batch.numel())
             if weight != 1.0:  # unequal shards (or an empty one): weigh to the global batch's mean
-                loss = loss * weight if idx.numel() else logits.sum() * 0.0
+                loss = loss * weight if idx.numel() else (logits_aux if logits_aux is not None else logits).sum() * 0.0
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.detach()
-            if self.optimizer.last_kept_fraction is not None:
-                kept_sum += self.optimizer.last_kept_fraction
+            metrics.record(idx, logits, logits_aux, loss, self.optimizer.last_kept_fraction)
             bar.update()
         bar.close()
         self.scheduler.step()
-        if self.dist.enabled:  # each rank saw its shares: combine (-1 marks an example not seen here)
-            for seen in (predicted, predicted_aux):
-                self.dist.all_reduce_(seen, "max")
-            loss_sum = self.dist.all_reduce_(loss_sum) / self.dist.world_size
+        metrics.reduce(self.dist)
+        if self.dist.enabled:
             for buffer in self.model.buffers():  # BatchNorm's running statistics: rank 0's, as DDP keeps them
                 self.dist.broadcast_(buffer)
         train_time = time.perf_counter() - t0
-        self._check_finite(loss_sum.item() / steps)
-
-        memorised = None
-        if d.train_clean is not None:
-            noisy_mask = d.train_y != d.train_clean
-            if noisy_mask.any():
-                memorised = (predicted[noisy_mask] == d.train_y[noisy_mask]).float().mean()
+        self._check_finite(metrics.mean_loss)
         stats = {
             "epoch": self.epoch + 1,
             "lr": lr,
-            "train_loss": loss_sum.item() / steps,
-            "train_acc_noisy": 100.0 * (predicted == d.train_y).float().mean().item(),
-            "train_acc_clean": (100.0 * (predicted == d.train_clean).float().mean().item()
-                                if d.train_clean is not None else float("nan")),
-            "train_acc_noisy_aux": (100.0 * (predicted_aux == d.train_y).float().mean().item()
-                                    if self.aux is not None else float("nan")),
-            "memorised_noisy": 100.0 * memorised.item() if memorised is not None else float("nan"),
-            "kept_pct": 100.0 * kept_sum.item() / steps if self.optimizer.param_groups[0]["tau"] > 0 else float("nan"),
+            **metrics.stats(d, aux=self.aux is not None, masked=self.optimizer.param_groups[0]["tau"] > 0),
             "val_acc": accuracy(self.model, d.val_x, d.val_y, cfg.eval_batch_size, self.dist),
             "test_acc": accuracy(self.model, d.test_x, d.test_y, cfg.eval_batch_size, self.dist),
             "train_time_s": train_time,
@@ -294,73 +236,13 @@ class Trainer:
         summary = self.summary()
         if self.folder is not None:
             if self.aux is not None:
-                self.folder.write_suspects(self.suspect_rows())
+                self.folder.write_suspects(suspect_rows(self.aux, self.data))
             self.folder.write_summary(summary)
         return summary
 
-    def suspect_rows(self) -> list[dict[str, Any]]:
-        """Every training example, most suspect first: its index in the dataset, the given label,
-        the label AUX's offsets argue for, and the score (see ``cdr_fast.detect``)."""
-        d = self.data
-        score, suggested = aux_suspects(self.aux.weight, d.train_y, self.aux.lam)
-        order = score.argsort(descending=True).cpu()
-        columns = (d.train_index[order], d.train_y.cpu()[order], suggested.cpu()[order], score.cpu()[order])
-        return [{"index": int(i), "given_label": int(y), "suggested_label": int(s), "score": round(float(v), 6)}
-                for i, y, s, v in zip(*(c.tolist() for c in columns))]
-
-    def detection(self) -> dict[str, Any]:
-        """Precision and recall of AUX's suspects and of the small-loss criterion, flagging as many
-        examples as the realised noise rate says are mislabelled (synthetic noise: known flips)."""
-        d = self.data
-        noisy = d.train_y != d.train_clean
-        flagged = int(noisy.sum().item())
-        small_loss = small_loss_suspects(self.model, d.train_x, d.train_y, self.config.eval_batch_size)
-        out = {"flagged": flagged}
-        for name, score in (("aux", aux_suspects(self.aux.weight, d.train_y, self.aux.lam).score),
-                            ("small_loss", small_loss.score)):
-            precision, recall = precision_recall(score, noisy, flagged)
-            out[f"{name}_precision"], out[f"{name}_recall"] = precision, recall
-        return out
-
     def summary(self) -> dict[str, Any]:
-        cfg, h = self.config, self.history
-        best = max(h, key=lambda s: s["val_acc"])  # first epoch reaching the best
-        return {
-            "method": cfg.method,
-            "noise_type": cfg.noise_type,
-            "noise_rate": cfg.noise_rate,
-            "realised_noise_rate": self.data.realised_rate,
-            "tau": self.optimizer.param_groups[0]["tau"],
-            "estimated_noise_rate": self.noise_estimate.rate if self.noise_estimate is not None else None,
-            "dataset": cfg.dataset,
-            "model": cfg.model,
-            "epochs": cfg.epochs,
-            "seed": cfg.seed,
-            "engine": self.engine.name,
-            "device": str(self.device),
-            "world_size": self.dist.world_size,
-            "num_train": int(self.data.train_x.shape[0]),
-            "num_val": int(self.data.val_x.shape[0]),
-            "num_test": int(self.data.test_x.shape[0]),
-            "best_val_epoch": best["epoch"],
-            "best_val_acc": best["val_acc"],
-            "test_acc_at_best_val": best["test_acc"],
-            "test_acc_last": h[-1]["test_acc"],
-            "memorised_noisy_last": h[-1]["memorised_noisy"],
-            "epoch_time_s_median": statistics.median(s["epoch_time_s"] for s in h),
-            "train_acc_noisy_aux_last": h[-1]["train_acc_noisy_aux"] if self.aux is not None else None,
-            "detection": self.detection() if self.aux is not None and self.data.realised_rate > 0 else None,
-            "config": cfg.used_settings(),
-        }
+        return run_summary(self.config, self.history, self.data, model=self.model, aux=self.aux,
+                           tau=self.optimizer.param_groups[0]["tau"],
+                           estimated_rate=self.noise_estimate.rate if self.noise_estimate is not None else None,
+                           engine=self.engine.name, device=str(self.device), world_size=self.dist.world_size)
 
-
-def format_epoch(s: dict[str, Any], epochs: int) -> str:
-    kept = "" if math.isnan(s["kept_pct"]) else f"  kept {s['kept_pct']:5.1f}%"
-    mem = "  n/a " if math.isnan(s["memorised_noisy"]) else f"{s['memorised_noisy']:5.1f}%"
-    aux = "" if math.isnan(s["train_acc_noisy_aux"]) else f" (with offsets {s['train_acc_noisy_aux']:5.1f}%)"
-    clean = "  n/a " if math.isnan(s["train_acc_clean"]) else f"{s['train_acc_clean']:5.1f}%"
-    return (
-        f"epoch {s['epoch']:>{len(str(epochs))}}/{epochs}  lr {s['lr']:.0e}  loss {s['train_loss']:.4f}  "
-        f"train noisy {s['train_acc_noisy']:5.1f}%{aux}  clean {clean}  memorised {mem}  "
-        f"val {s['val_acc']:5.2f}%  test {s['test_acc']:5.2f}%{kept}  {s['epoch_time_s']:.1f}s"
-    )

@@ -18,7 +18,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic_io import load_checkpoint, save_checkpoint, write_csv_atomic, write_json_atomic
+from ..atomic_io import (
+    load_checkpoint,
+    save_checkpoint,
+    write_csv_atomic,
+    write_json_atomic,
+)
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..data import load_dataset, validation_split
-from ..noise import noisify
+from ..data import dataset_spec, load_dataset, validation_split
+from ..noise import NOISE, noisify
 from .config import TrainConfig
 
 
@@ -33,7 +33,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
     data = load_dataset(config.dataset, config.data_dir)
     noisy = noisify(
         data.train_labels, config.noise_type, config.noise_rate, data.num_classes, config.seed,
-        features=data.train_images if config.noise_type == "instance" else None, dataset=config.dataset,
+        features=data.train_images if NOISE[config.noise_type].needs_features else None,
+        class_map=dataset_spec(config.dataset).asymmetric_map,
     )
     clean = data.train_clean_labels
     train_idx, val_idx = validation_split(len(noisy.labels), config.val_fraction, config.seed)

@@ -23,17 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import Dataset, DatasetError
+from .base import Dataset, DatasetError
 
 NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-
-
-def load_user_dataset(name: str, data_dir: str | Path | None) -> Dataset:
-    if data_dir is None:
-        what = "the npz file" if name == "npz" else "the folder holding train/ and test/"
-        raise DatasetError(f"--dataset {name} needs --data-dir: {what}")
-    return load_npz(Path(data_dir)) if name == "npz" else load_folder(Path(data_dir))
 
 
 def _as_nchw(images: np.ndarray, where: str) -> np.ndarray:

@@ -1,8 +1,5 @@
-"""Datasets as whole tensors (docs/design.md, "Data").
-
-Each dataset is loaded once into four tensors (normalised float32 images and int64 labels, for
-train and test); the training loop moves them to its device and draws batches by index, so no
-per-example Python or PIL work happens while training.
+"""The built-in datasets: MNIST and Fashion-MNIST (IDX files), CIFAR-10 (torchvision's batches) and
+mnist-mini (embedded in the package). Their labels are clean; ``cdr_fast.noise`` adds the noise.
 
 Files are checked as they are read: a missing, truncated or corrupt file is a ``DatasetError``
 that names the file and what was expected.
@@ -13,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import pickle
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -21,9 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-BUILT_IN = ("mnist-mini", "mnist", "fashion-mnist", "cifar10")
-USER_DATASETS = ("folder", "npz")  # your own data: labels as given (cdr_fast.user_data)
-DATASETS = (*BUILT_IN, *USER_DATASETS)
+from .base import Dataset, DatasetError
 
 # Per-channel (mean, std) used to normalise inputs, as in the published CDR code.
 NORMALISATION = {
@@ -62,27 +56,6 @@ CIFAR10_DIRNAME = "cifar-10-batches-py"
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST = "test_batch"
 MNIST_MINI = "mnist_mini.npz"
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing, truncated or corrupt."""
-
-
-@dataclass
-class Dataset:
-    name: str
-    train_images: Tensor  # (n, C, H, W) float32, normalised
-    train_labels: Tensor  # (n,) int64, as given: clean for the built-in sets, possibly noisy for yours
-    test_images: Tensor
-    test_labels: Tensor
-    num_classes: int
-    # The true training labels where known: the built-in sets' own labels; for your data, the
-    # npz's optional train_clean_labels; None when unknown.
-    train_clean_labels: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.name in BUILT_IN and self.train_clean_labels is None:
-            self.train_clean_labels = self.train_labels
 
 
 def normalise(images: np.ndarray, name: str) -> Tensor:
@@ -163,7 +136,7 @@ def load_idx_dataset(name: str, data_dir: str | Path | None) -> Dataset:
 
 
 def load_mnist_mini() -> Dataset:
-    ref = resources.files("cdr_fast") / "data" / MNIST_MINI
+    ref = resources.files(__package__) / MNIST_MINI
     with resources.as_file(ref) as path:
         if not path.is_file():
             raise DatasetError(f"{path}: the embedded mnist-mini file is missing; rebuild it with scripts/build_mnist_mini.py")
@@ -215,42 +188,3 @@ def load_cifar10(data_dir: str | Path | None) -> Dataset:
         torch.from_numpy(test_y),
         10,
     )
-
-
-def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """Load a dataset by name (see ``DATASETS``) as CPU tensors, from ``data_dir`` (nothing is
-    downloaded: point ``data_dir`` at torchvision's files if you have them)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
-    if name == "mnist-mini":
-        return load_mnist_mini()
-    if name in USER_DATASETS:
-        from .user_data import load_user_dataset
-
-        return load_user_dataset(name, data_dir)
-    if name == "cifar10":
-        return load_cifar10(data_dir)
-    return load_idx_dataset(name, data_dir)
-
-
-def validation_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Seeded random split of ``range(n)`` into (train indices, held-out indices), each sorted."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 7919))
-    n_val = int(round(n * fraction))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
-    """Batched random crop (after zero padding) and horizontal flip, on the images' device."""
-    n, _, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-    dev = images.device
-    oy = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator, device=dev)
-    ox = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator, device=dev)
-    rows = (oy + torch.arange(h, device=dev))[:, None, :, None]
-    cols = (ox + torch.arange(w, device=dev))[:, None, None, :]
-    flip = torch.rand(n, generator=generator, device=dev) < 0.5
-    cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
-    batch = torch.arange(n, device=dev)[:, None, None, None]
-    chan = torch.arange(images.shape[1], device=dev)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
