@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .checks import check_positive_int, check_range
 from .engines import Engine, engine_name, resolve_engine
 
 
@@ -37,11 +38,9 @@ class AuxBias(nn.Module):
                  fused: bool | None = None) -> None:
         super().__init__()
         self.engine = engine_name(engine, fused)  # checked now, resolved at the first forward
-        for name, value in (("num_examples", num_examples), ("num_classes", num_classes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"invalid {name}: {value!r}; must be a positive int")
-        if not isinstance(lam, (int, float)) or lam < 0:
-            raise ValueError(f"invalid lam: {lam!r}; must be a float >= 0")
+        check_positive_int("num_examples", num_examples)
+        check_positive_int("num_classes", num_classes)
+        lam = check_range("lam", lam, 0.0)
         self.lam = float(lam)
         self.weight = nn.Parameter(torch.zeros(num_examples, num_classes))
 

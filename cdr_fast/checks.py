@@ -13,18 +13,22 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def check_range(name: str, value: Any, low: float, high: float | None = None, *, closed: bool = False) -> float:
-    """``value`` as a float if it is a finite number in ``[low, high)`` (``[low, high]`` when
-    ``closed``; ``>= low`` without ``high``), else a ValueError naming it and the valid range."""
+def check_range(name: str, value: Any, low: float, high: float | None = None, *, closed: bool = False,
+                open_low: bool = False) -> float:
+    """``value`` as a float if it is a finite number in ``[low, high)`` (``..., high]`` when
+    ``closed``, ``(low, ...`` when ``open_low``; ``>= low`` without ``high``), else a ValueError
+    naming it and the valid range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "a tensor" if type(value).__name__ == "Tensor" else type(value).__name__
         raise ValueError(f"invalid {name}: {value!r} is {kind}; a Python number is needed (tensors are not "
                          "supported)" if kind == "a tensor" else f"invalid {name}: {value!r}; must be a number")
-    ok = math.isfinite(value) and value >= low
+    ok = math.isfinite(value) and (value > low if open_low else value >= low)
     if ok and high is not None:
         ok = value <= high if closed else value < high
     if not ok:
-        valid = f">= {low:g}" if high is None else f"[{low:g}, {high:g}{']' if closed else ')'}"
+        left = "(" if open_low else "["
+        valid = (f"{'>' if open_low else '>='} {low:g}" if high is None
+                 else f"{left}{low:g}, {high:g}{']' if closed else ')'}")
         raise ValueError(f"invalid {name}: {value!r}; valid values are {valid}")
     return float(value)
 

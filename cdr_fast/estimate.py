@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_positive_int
+
 ANCHOR_QUANTILE = 0.97
 
 
@@ -91,10 +93,8 @@ def warm_up_probabilities(model: nn.Module, images: Tensor, labels: Tensor, *, s
     to the next; single snapshots of one warm-up gave rates ±0.1 around the realised one, their
     mean within 0.035 (README, "CDR on data nobody has cleaned").
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"invalid steps: {steps!r}; must be a positive integer")
-    if not isinstance(snapshots, int) or snapshots < 1:
-        raise ValueError(f"invalid snapshots: {snapshots!r}; must be a positive integer")
+    check_positive_int("steps", steps)
+    check_positive_int("snapshots", snapshots)
     at = set(snapshot_steps(steps, snapshots))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     gen = torch.Generator(device=images.device).manual_seed(seed)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import check_choice, check_range
+from .checks import check_choice, check_positive_int, check_range
 from .data import DATASETS
 
 
@@ -164,8 +164,7 @@ def noisify(
     check_choice("noise type", noise_type, NOISE_TYPES)
     rate = check_rate(rate)
     clean = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels).cpu().long().reshape(-1)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"invalid num_classes: {num_classes!r}; must be a positive int")
+    check_positive_int("num_classes", num_classes)
     if clean.numel() and (int(clean.min()) < 0 or int(clean.max()) >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}); got [{int(clean.min())}, {int(clean.max())}]")
     generator = torch.Generator().manual_seed(int(seed))

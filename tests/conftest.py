@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
 
 REPO = Path(__file__).resolve().parent.parent
 # The project's real test data: ../shared/data beside the checkout (see docs/design.md, "Data").
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("CDR_FAST_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

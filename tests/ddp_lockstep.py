@@ -29,7 +29,7 @@ from cdr_fast.models import LeNet
 
 STEPS = 5
 BATCH = 33
-LR, MOMENTUM = 0.01, 0.9
+LR, MOMENTUM, AUX_LR = 0.01, 0.9, 0.3
 # method: (tau, aux, rdi_lambda)
 METHODS = {"sgd": (0.0, False, 0.0), "cdr": (0.4, False, 0.0), "aux": (0.0, True, 0.0),
            "rdi": (0.0, False, 0.1), "cdr_aux": (0.4, True, 0.0), "cdr_rdi": (0.4, False, 0.1)}
@@ -81,7 +81,7 @@ class Case:
         self.table = None
         if aux:
             self.table = AuxBias(self.x.shape[0], 10, 1.0, engine=engine)
-            groups.append(self.table.param_group(aux_lr=0.3, batch_size=BATCH))
+            groups.append(self.table.param_group(aux_lr=AUX_LR, batch_size=BATCH))
         self.opt = CDRSGD(groups, lr=LR, momentum=MOMENTUM, weight_decay=1e-3, tau=tau, rdi_lambda=rdi,
                           engine=engine, exact=True if layout == "fsdp" else None,
                           process_group=dist.group if dist.enabled and not self.sharded else None)

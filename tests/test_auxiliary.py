@@ -139,3 +139,34 @@ def test_bad_inputs_raise_clear_errors(logits, idx, error):
 def test_bad_construction_raises(args):
     with pytest.raises(ValueError):
         AuxBias(*args)
+
+
+@pytest.mark.parametrize("engine", ["reference", "compiled"])
+@pytest.mark.parametrize("batch", [1, 7, 32])
+@pytest.mark.parametrize("lam", [0.5, 1.0, 2.0])
+def test_one_visit_moves_the_offset_by_aux_lr_lam_squared_times_the_residual(engine, batch, lam, fresh_seed):
+    """docs/design.md, "AUX's step size": whatever the batch size, a visit moves the offset
+    o_i = lam * B[i] by -aux_lr * lam**2 * r_i, r_i = softmax(z_i + o_i) - e_y (cross-entropy),
+    computed here by hand in float64 from the logits the step saw."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    n, c, aux_lr = 60, 5, 0.3
+    model = nn.Linear(4, c)
+    aux = AuxBias(n, c, lam=lam, engine=engine)
+    with torch.no_grad():
+        aux.weight.copy_(torch.randn(n, c, generator=gen))
+    opt = CDRSGD([{"params": model.parameters(), "lr": 0.0}, aux.param_group(aux_lr=aux_lr, batch_size=batch)],
+                 lr=0.0, momentum=0.9, engine=engine)
+    x, y = torch.randn(batch, 4, generator=gen), torch.randint(0, c, (batch,), generator=gen)
+    idx = torch.randperm(n, generator=gen)[:batch]  # a visit: each example once
+    before = aux.weight.detach().clone()
+    logits = model(x)
+    F.cross_entropy(aux(logits, idx), y).backward()
+    opt.step()
+    z = logits.detach().double() + lam * before[idx].double()
+    residual = z.softmax(1) - F.one_hot(y, c).double()
+    moved = lam * (aux.weight.detach()[idx].double() - before[idx].double())
+    # float32 tables: the difference of two rows of size ~3 carries their rounding, lam * 3 * 2**-23
+    torch.testing.assert_close(moved, -aux_lr * lam**2 * residual, rtol=1e-5, atol=lam * 4e-7)
+    others = torch.ones(n, dtype=torch.bool)
+    others[idx] = False
+    assert torch.equal(aux.weight.detach()[others], before[others])  # rows outside the batch stay put

@@ -157,6 +157,24 @@ def test_sharded_threshold_across_ranks_is_the_topk_value(two_rank_results):
     assert _same_floats(got[0], expected)
 
 
+@pytest.mark.parametrize("method", ["aux", "cdr_aux"])
+def test_two_processes_move_each_offset_by_aux_lr_lam_squared_times_the_residual(two_rank_results, method):
+    """AUX's step size under torchrun: each example of the global batch, whichever rank held it,
+    moves its offset by -aux_lr * lam**2 * r_i (r_i from the logits of the state before the step,
+    in float64 here), not by a multiple of the world size or the shard size."""
+    out, seed = two_rank_results
+    two = torch.load(out / f"{method}_compiled_ddp_rank0.pt", weights_only=False)
+    one = ddp_lockstep.Case(method, "compiled", seed)
+    one.load(two["states"][0])
+    batch = one.order[: ddp_lockstep.BATCH]
+    with torch.no_grad():
+        z = one.model(one.x[batch]).double() + one.table.lam * two["states"][0]["aux"][batch].double()
+    residual = z.softmax(1) - torch.nn.functional.one_hot(one.y[batch], 10).double()
+    moved = one.table.lam * (two["states"][1]["aux"][batch].double() - two["states"][0]["aux"][batch].double())
+    expected = -ddp_lockstep.AUX_LR * one.table.lam**2 * residual
+    torch.testing.assert_close(moved, expected, rtol=1e-4, atol=1e-7)
+
+
 def test_fsdp2_optimizer_state_round_trips_through_distributed_checkpoint(two_rank_results):
     """get_optimizer_state_dict / set_optimizer_state_dict on CDRSGD under FSDP2 (momentum, RDI's
     w0 and the step counter): the restored optimizer takes the trained one's next step, bit for bit."""

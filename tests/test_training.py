@@ -95,10 +95,14 @@ def test_on_the_fly_training_metrics_equal_a_separate_pass():
 
 
 def test_resume_continues_exactly(tmp_path):
-    straight = quiet(small(epochs=3, method="cdr_aux"), tmp_path / "a")
+    """Resumed after epoch 1 of 3, across the learning-rate milestone at 2: the scheduler's state
+    must travel too (a fresh one would decay at epoch 3 instead)."""
+    settings = dict(method="cdr_aux", milestones=[2])
+    straight = quiet(small(epochs=3, **settings), tmp_path / "a")
     straight.fit()
-    quiet(small(epochs=1, method="cdr_aux"), tmp_path / "b").fit()
-    resumed = quiet(small(epochs=3, method="cdr_aux"), tmp_path / "b")
+    assert [s["lr"] for s in straight.history] == [0.01, 0.01, pytest.approx(0.001)]
+    quiet(small(epochs=1, **settings), tmp_path / "b").fit()
+    resumed = quiet(small(epochs=3, **settings), tmp_path / "b")
     resumed.resume()
     assert resumed.epoch == 1
     resumed.fit()
@@ -140,7 +144,9 @@ def run_cli(*args, timeout=120):
 
 @pytest.mark.slow
 def test_cli_resume_after_kill_is_bit_identical(tmp_path):
-    flags = ["--epochs", "3", "--batch-size", "64", "--method", "cdr_aux", "--reference", "--no-progress"]
+    # killed in epoch 2 of 3, resumed across the learning-rate milestone at 2
+    flags = ["--epochs", "3", "--milestones", "2", "--batch-size", "64", "--method", "cdr_aux", "--reference",
+             "--no-progress"]
     done = run_cli(*flags, "--out", str(tmp_path / "straight"))
     assert done.returncode == 0, done.stderr
     killed = tmp_path / "killed"

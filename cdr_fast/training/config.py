@@ -127,14 +127,10 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "aux_lambda", "aux_lr", "rdi_lambda"):
             check_range(name, getattr(self, name), 0.0)
         check_range("momentum", self.momentum, 0.0, 1.0)
-        check_range("gamma", self.gamma, 0.0, 1.0, closed=True)
-        if self.gamma == 0:
-            raise ValueError("invalid gamma: 0; valid values are (0, 1]")
+        check_range("gamma", self.gamma, 0.0, 1.0, closed=True, open_low=True)
         if sorted(self.milestones) != list(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"invalid milestones: {self.milestones!r}; must be increasing positive epochs")
-        check_range("val_fraction", self.val_fraction, 0.0, 1.0)
-        if self.val_fraction == 0:
-            raise ValueError("invalid val_fraction: 0; valid values are (0, 1)")
+        check_range("val_fraction", self.val_fraction, 0.0, 1.0, open_low=True)
         resolve_device(self.device)
 
 
