@@ -235,22 +235,19 @@ class FlatState:
                         view.copy_(st[key])
                     if key in st:
                         st[key] = view
-        self._momentum_attached = False  # momentum entries appear at each parameter's first step (_attach)
+        # Parameters whose momentum_buffer entry appears at their first step with a gradient, as
+        # torch's SGD makes it then (the flat buffer holds zeros for them until that step).
+        self._no_momentum_entry = [[i for i, p in enumerate(flat.params) if "momentum_buffer" not in state.get(p, {})]
+                                   if flat is not None and group["momentum"] != 0 else []
+                                   for group, flat in zip(self.groups, self.flats)]
 
     def _attach_momentum(self, state: dict, present: list[list[bool]]) -> None:
-        """Give each parameter stepped with momentum its ``momentum_buffer`` entry (a view of the
-        flat buffer), at its first step with a gradient, as torch's SGD makes it then."""
-        attached = True
-        for group, flat, have in zip(self.groups, self.flats, present):
-            if flat is None or group["momentum"] == 0:
-                continue
-            for p, stepped in zip(flat.params, have):
-                if "momentum_buffer" not in state.get(p, {}):
-                    if stepped:
-                        state[p]["momentum_buffer"] = flat.view(flat.momentum, p)
-                    else:
-                        attached = False
-        self._momentum_attached = attached
+        """The ``momentum_buffer`` entries (views of the flat buffer) of the parameters stepped
+        for the first time; only those still without one are looked at."""
+        for pending, flat, have in zip(self._no_momentum_entry, self.flats, present):
+            for i in [i for i in pending if have[i]]:
+                state[flat.params[i]]["momentum_buffer"] = flat.view(flat.momentum, flat.params[i])
+                pending.remove(i)
 
     def zero_grad(self, set_to_none: bool) -> None:
         for flat in self.flats:
@@ -262,7 +259,7 @@ class FlatState:
         """One step of every group; returns the threshold, the kept count and the scored count
         (the optimizer's to read; None if nothing was masked)."""
         present = [flat.present(self.dist.enabled) if flat is not None else [] for flat in self.flats]
-        if not self._momentum_attached:
+        if any(self._no_momentum_entry):  # usually empty after the first step: no loop here
             self._attach_momentum(state, present)
         self.tables.send()
         for flat in self.flats:

@@ -43,16 +43,18 @@ def _sample_scores_kernel(
         phase = (h % (STRIDE // VEC)).to(tl.int64) * VEC
     else:
         phase = tl.zeros([CHUNKS], dtype=tl.int64)
-    base = window.to(tl.int64) * STRIDE + phase
-    offs = tl.reshape(base[:, None] + tl.arange(0, VEC)[None, :], [CHUNKS * VEC])
-    offs = tl.multiple_of(offs, VEC)
+    base = tl.multiple_of(window.to(tl.int64) * STRIDE + phase, VEC)
+    # Loaded as [CHUNKS, VEC] tiles: each row is VEC contiguous floats at a VEC-aligned offset, which
+    # every Triton from 3.6 turns into 128-bit loads (through a reshape, 3.6 does not see it).
+    offs = base[:, None] + tl.arange(0, VEC)[None, :]
     if STRIDE > VEC:  # whole windows only: the caller's sample size does not depend on the phase
-        inside = tl.reshape(tl.broadcast_to((window < n_windows)[:, None], [CHUNKS, VEC]), [CHUNKS * VEC])
+        inside = tl.broadcast_to((window < n_windows)[:, None], [CHUNKS, VEC])
     else:
         inside = offs < n
     g = tl.load(g_ptr + offs, mask=inside, other=0.0)
     w = tl.load(w_ptr + offs, mask=inside, other=0.0)
-    score = tl.where(inside, tl.abs(g * w), -1.0)
+    score = tl.reshape(tl.where(inside, tl.abs(g * w), -1.0), [CHUNKS * VEC])
+    inside = tl.reshape(inside, [CHUNKS * VEC])
     slot = pid.to(tl.int64) * CHUNKS * VEC + tl.arange(0, CHUNKS * VEC)
     tl.store(scratch_ptr + slot, score)
     key = score.to(tl.int32, bitcast=True) >> 21
