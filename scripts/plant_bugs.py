@@ -34,7 +34,8 @@ class Bug(NamedTuple):
 
 BUGS = [
     # the four a planted-bug audit found missed, and the resume that only a slow test saw
-    Bug("aux_step_size", "cdr_fast/auxiliary.py", "lr = aux_lr * batch_size", "lr = aux_lr / batch_size",
+    Bug("aux_step_size", "cdr_fast/auxiliary.py", "            lr = aux_lr * batch_size",
+        "            lr = aux_lr / batch_size",
         ("tests/test_auxiliary.py", "tests/test_distributed.py")),
     Bug("asymmetric_map", "cdr_fast/data/__init__.py", "MNIST_ASYMMETRIC = {2: 7, 3: 8, 5: 6, 6: 5}",
         "MNIST_ASYMMETRIC = {2: 7, 3: 8, 5: 6}", ("tests/test_noise.py",)),
@@ -89,11 +90,14 @@ def copy_of_repo(into: Path) -> Path:
     return into
 
 
+def stale(bug: Bug, root: Path = REPO) -> bool:
+    """Whether the line a bug changes is no longer in its file exactly once (the code moved on)."""
+    return (root / bug.file).read_text().count(bug.old) != 1
+
+
 def plant(copy: Path, bug: Bug) -> str:
     path = copy / bug.file
     text = path.read_text()
-    if text.count(bug.old) != 1:
-        raise SystemExit(f"{bug.name}: the line to change is not in {bug.file} exactly once; update BUGS")
     path.write_text(text.replace(bug.old, bug.new))
     return text
 
@@ -117,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900, help="seconds per bug's tests")
     args = p.parse_args(argv)
     bugs = [b for b in BUGS if not args.only or b.name in args.only]
+    outdated = [b.name for b in bugs if stale(b)]
+    if outdated:
+        print(f"error: the line to change is not in its file exactly once for {', '.join(outdated)}; update BUGS",
+              file=sys.stderr)
+        return 2
     missed = []
     with tempfile.TemporaryDirectory() as tmp:
         copy = copy_of_repo(Path(tmp))

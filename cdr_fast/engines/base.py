@@ -48,6 +48,9 @@ class Engine(ABC):
     def __hash__(self) -> int:
         return hash(type(self))
 
+    def __reduce__(self) -> tuple:
+        return (type(self), ())  # a copy or a pickle gets a fresh engine: scratch space is not state
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
