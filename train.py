@@ -15,12 +15,13 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
-from cdr_fast.data import DatasetError
+from cdr_fast.data import DatasetError, dataset_spec
 from cdr_fast import launch
 from cdr_fast.distributed import Distributed
 from cdr_fast.training import RunFolder, Trainer, TrainConfig, TrainingDiverged, resolve_device
@@ -48,6 +49,15 @@ def config_from_args(args: argparse.Namespace, defaults: argparse.Namespace, res
         given = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) != getattr(defaults, k)}
         return TrainConfig(**{**resume_from.checkpoint()["config"], **given})
     return TrainConfig(**{k: getattr(args, k) for k in CONFIG_FLAGS})  # None: TrainConfig derives the default
+
+
+def noise_words(config: TrainConfig, realised: float) -> str:
+    """The run's noise, as the header says it: synthetic (with its realised rate), or your labels as
+    given (with the share that differs from the clean labels, where an npz has them)."""
+    wrong = "unknown share wrong" if math.isnan(realised) else f"{realised:.1%} wrong"
+    if config.noise_type == "none":
+        return f"labels as given ({wrong})" if dataset_spec(config.dataset).user_data else "no noise"
+    return f"{config.noise_type} noise {config.noise_rate:.0%} ({wrong} after it)"
 
 
 def default_out(config: TrainConfig) -> Path:
@@ -126,8 +136,8 @@ def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distribute
     processes = f", {dist.world_size} processes" if dist.enabled else ""
     say(
         f"{config.method} on {config.dataset} ({d.train_x.shape[0]} train / {d.val_x.shape[0]} noisy val / "
-        f"{d.test_x.shape[0]} test), {config.noise_type} noise {config.noise_rate:.0%} "
-        f"(realised {d.realised_rate:.1%}), tau {'auto' if config.estimates_tau else config.cdr_rate}, "
+        f"{d.test_x.shape[0]} test), {noise_words(config, d.realised_rate)}, "
+        f"tau {'auto' if config.estimates_tau else config.cdr_rate}, "
         f"engine {trainer.engine.name}, device {trainer.device}{processes}, out {folder.path}"
     )
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None: JSON has no NaN, and strict parsers refuse it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Strict JSON (``null`` where a number is undefined), written atomically."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False)
+    write_bytes_atomic(path, (text + "\n").encode())
 
 
 def write_csv_atomic(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -46,3 +46,12 @@ def test_json_and_csv(tmp_path):
     assert [{k: float(v) for k, v in r.items()} for r in csv.DictReader((tmp_path / "m.csv").open())] == rows
     write_csv_atomic(tmp_path / "empty.csv", [])
     assert (tmp_path / "empty.csv").read_text() == ""
+
+
+def test_json_is_strict_null_where_a_number_is_undefined(tmp_path):
+    import math
+
+    write_json_atomic(tmp_path / "s.json", {"a": math.nan, "b": [math.inf, 1.5, -math.inf], "c": {"d": 2}})
+    text = (tmp_path / "s.json").read_text()
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {"a": None, "b": [None, 1.5, None],
+                                                                              "c": {"d": 2}}

@@ -117,6 +117,19 @@ def test_resume_continues_exactly(tmp_path):
     assert strip(a["history"]) == strip(b["history"])
 
 
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
+    quiet(small(epochs=2), tmp_path).fit()
+    with pytest.raises(ValueError, match="2 epochs done and this run asks for 1: resume with --epochs 2 or more"):
+        quiet(small(epochs=1), tmp_path).resume()
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not Trainer(small(), None, progress=True).progress  # a redirected log gets one line per epoch
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert Trainer(small(), None, progress=True).progress
+
+
 def test_resume_refuses_other_settings(tmp_path):
     quiet(small(), tmp_path).fit()
     other = quiet(small(lr=0.05), tmp_path)
@@ -223,6 +236,7 @@ def test_cli_bad_flags(capsys, argv, message):
         (["--momentum", "1.5"], "invalid momentum: 1.5; valid values are [0, 1)"),
         (["--tau", "-0.1"], "invalid tau: -0.1; valid values are [0, 1)"),
         (["--epochs", "0"], "invalid epochs: 0; must be a positive integer"),
+        (["--batch-size", "100000"], "batch size 100000 is larger than the training set (5400 examples"),
         (["--method", "cdr", "--noise-type", "none"], "needs an explicit tau"),
         (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
         (["--device", "tpu"], "invalid device 'tpu'"),
@@ -270,3 +284,40 @@ def test_resolve_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available here"):
         resolve_device("cuda:1")
+
+
+def test_the_validation_set_is_noisy_as_in_the_published_protocol(fresh_seed):
+    """Noise on the whole training set first, then 10% held out with its noisy labels: the
+    validation labels are wrong at the noise rate, and the training and validation parts partition
+    the set."""
+    from cdr_fast.data import load_dataset
+    from cdr_fast.noise import noisify
+
+    config = small(noise_type="symmetric", noise_rate=0.4, seed=fresh_seed % 1000 + 1)
+    data = prepare_data(config, torch.device("cpu"))
+    clean = load_dataset("mnist-mini").train_labels
+    noisy = noisify(clean, "symmetric", 0.4, 10, config.seed, dataset="mnist-mini").labels
+    val_index = torch.tensor(sorted(set(range(len(clean))) - set(data.train_index.tolist())))
+    assert len(val_index) == round(0.1 * len(clean)) == len(data.val_y)
+    assert torch.equal(data.val_y, noisy[val_index]) and torch.equal(data.train_y, noisy[data.train_index])
+    assert abs((data.val_y != clean[val_index]).double().mean().item() - 0.4) < 0.05  # wrong at the noise rate
+
+
+def test_the_summary_reports_test_accuracy_at_the_best_validation_epoch():
+    """Hand-made history: the best validation accuracy is at epoch 2 and again at 4 (the first
+    counts), the last epoch is worse; the summary reads the test accuracy there and at the end."""
+    from types import SimpleNamespace
+
+    from cdr_fast.training.summary import run_summary
+
+    history = [{"epoch": e, "val_acc": v, "test_acc": t, "memorised_noisy": 1.0, "epoch_time_s": s,
+                "train_acc_noisy_aux": float("nan")}
+               for e, v, t, s in ((1, 50.0, 60.0, 3.0), (2, 70.0, 80.0, 1.0), (3, 65.0, 85.0, 2.0),
+                                  (4, 70.0, 90.0, 5.0), (5, 40.0, 30.0, 4.0))]
+    data = SimpleNamespace(realised_rate=0.4, train_x=torch.zeros(9, 1), val_x=torch.zeros(1, 1),
+                           test_x=torch.zeros(2, 1))
+    summary = run_summary(small(epochs=5), history, data, model=None, aux=None, tau=0.4, estimated_rate=None,
+                          engine="reference", device="cpu", world_size=1)
+    assert (summary["best_val_epoch"], summary["best_val_acc"], summary["test_acc_at_best_val"]) == (2, 70.0, 80.0)
+    assert summary["test_acc_last"] == 30.0 and summary["epoch_time_s_median"] == 3.0
+    assert summary["num_train"] == 9 and summary["detection"] is None

@@ -50,14 +50,15 @@ def test_trains_end_to_end(tmp_path, dataset, path, flags):
     code = cli.main(["--dataset", dataset, "--data-dir", str(path), *flags, "--epochs", "2", "--batch-size", "16",
                      "--no-progress", "--out", str(out)])
     assert code == 0
-    summary = json.loads((out / "summary.json").read_text())
+    text = (out / "summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"summary.json holds {name}: not JSON"))
     assert summary["config"]["noise_type"] == "none"  # labels as given: no synthetic noise on top
     if dataset == "npz":  # clean labels known: the realised rate and the estimate are real numbers
         assert abs(summary["realised_noise_rate"] - 95 / 300) < 0.05
         assert 0.0 <= summary["estimated_noise_rate"] < 1.0 and summary["tau"] == summary["estimated_noise_rate"]
         assert (out / "transition_estimated.csv").read_text().startswith("class,p0,")
     else:  # no clean labels: the clean-label metrics are unknown, not invented
-        assert summary["realised_noise_rate"] != summary["realised_noise_rate"]  # NaN
+        assert summary["realised_noise_rate"] is None and summary["memorised_noisy_last"] is None  # null, not NaN
         assert (out / "suspects.csv").read_text().startswith("index,given_label,suggested_label,score")
 
 
@@ -80,6 +81,14 @@ def bad_npz(tmp_path, **changes):
     (lambda tmp: bad_npz(tmp, test_labels=np.zeros(99, dtype=np.int64)), "[test_labels]: 99 labels for 100 images"),
     (lambda tmp: bad_npz(tmp, train_images=np.zeros((300, 5), dtype=np.uint8)), "[train_images]: images must be"),
     (lambda tmp: (tmp / "x.npz").write_bytes(b"not a zip") and tmp / "x.npz", "cannot be read as npz"),
+    # a label out of range is a mistake, not a class: one 12 among 0..9
+    (lambda tmp: bad_npz(tmp, train_labels=np.where(np.arange(300) == 5, 12, np.arange(300) % 10)),
+     "[train_labels]: class(es) [10, 11] never occur"),
+    (lambda tmp: bad_npz(tmp, test_labels=np.where(np.arange(100) == 3, 10, np.arange(100) % 10)),
+     "[test_labels]: label 10 never occurs in train_labels"),
+    (lambda tmp: bad_npz(tmp, num_classes=np.array(8)), "[train_labels]: label 9 is not below num_classes 8"),
+    (lambda tmp: bad_npz(tmp, num_classes=np.array([10, 10])), "[num_classes]: must be one positive integer"),
+    (lambda tmp: tmp, "a folder, not an npz file (for an image tree, use --dataset folder)"),
 ])
 def test_bad_npz_files_are_named(tmp_path, capsys, make, message):
     path = make(tmp_path)
@@ -87,6 +96,21 @@ def test_bad_npz_files_are_named(tmp_path, capsys, make, message):
                      str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert message in err and str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_npz_may_declare_classes_that_training_never_shows(tmp_path):
+    """Classes 0..9 in the labels, 12 declared: the network gets 12 outputs, and nothing is refused."""
+    from cdr_fast.data import load_dataset
+
+    data = load_dataset("npz", bad_npz(tmp_path, num_classes=np.array(12)))
+    assert data.num_classes == 12 and int(data.train_labels.max()) == 9
+
+
+def test_a_folder_dataset_given_an_npz_file_says_which_flag_reads_it(tmp_path, capsys):
+    assert cli.main(["--dataset", "folder", "--data-dir", str(TINY / "tiny.npz"), "--method", "sgd", "--out",
+                     str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "tiny.npz: a file, not a folder" in err and "use --dataset npz" in err and len(err.strip().splitlines()) == 1
 
 
 def copy_folder(tmp_path):

@@ -4,7 +4,8 @@
                                        (class folders named alike in both; sorted names give the
                                        class indices, as torchvision's ImageFolder does)
     --dataset npz --data-dir FILE      arrays train_images, train_labels, test_images,
-                                       test_labels, and optionally train_clean_labels
+                                       test_labels, and optionally train_clean_labels and
+                                       num_classes (a scalar declaring the classes)
 
 Images: (n, H, W), (n, H, W, C) or (n, C, H, W) arrays of uint8 (0-255) or floats (0-1); image
 files are decoded once, with Pillow, at load time. Everything is normalised per channel with the
@@ -60,7 +61,37 @@ def _labels(values: np.ndarray, where: str, n: int) -> np.ndarray:
     return values.astype(np.int64)
 
 
+def _class_count(arrays: dict[str, np.ndarray], path: Path, train_y: np.ndarray, test_y: np.ndarray,
+                 clean: np.ndarray | None) -> int:
+    """The number of classes: the npz's ``num_classes`` if it declares one (every label must lie
+    below it), else one more than the largest training label, and then every class must occur in
+    training and every test label be one of them (a label out of range is a mistake, not a class)."""
+    labelled = [("train_labels", train_y), ("test_labels", test_y), ("train_clean_labels", clean)]
+    if "num_classes" in arrays:
+        declared = arrays["num_classes"]
+        if declared.shape != () or not np.issubdtype(declared.dtype, np.integer) or int(declared) < 1:
+            raise DatasetError(f"{path}[num_classes]: must be one positive integer; got {declared!r}")
+        for key, labels in labelled:
+            if labels is not None and labels.size and labels.max() >= int(declared):
+                raise DatasetError(f"{path}[{key}]: label {int(labels.max())} is not below num_classes "
+                                   f"{int(declared)}")
+        return int(declared)
+    seen = np.unique(train_y)
+    count = int(seen.max()) + 1 if seen.size else 0
+    missing = sorted(set(range(count)) - set(seen.tolist()))
+    if missing:
+        raise DatasetError(f"{path}[train_labels]: class(es) {missing} never occur among the labels 0..{count - 1}; "
+                           "add the array num_classes to declare the classes, or relabel them 0..n-1")
+    for key, labels in labelled[1:]:
+        if labels is not None and labels.size and labels.max() >= count:
+            raise DatasetError(f"{path}[{key}]: label {int(labels.max())} never occurs in train_labels (classes "
+                               f"0..{count - 1}); add num_classes to declare the classes")
+    return count
+
+
 def load_npz(path: Path) -> Dataset:
+    if path.is_dir():
+        raise DatasetError(f"{path}: a folder, not an npz file (for an image tree, use --dataset folder)")
     if not path.is_file():
         raise DatasetError(f"{path}: no such npz file")
     try:
@@ -81,7 +112,7 @@ def load_npz(path: Path) -> Dataset:
     clean = None
     if "train_clean_labels" in arrays:
         clean = _labels(arrays["train_clean_labels"], f"{path}[train_clean_labels]", len(train_x))
-    num_classes = int(max(a.max(initial=0) for a in (train_y, test_y, clean) if a is not None)) + 1
+    num_classes = _class_count(arrays, path, train_y, test_y, clean)
     if len(train_x) == 0:
         raise DatasetError(f"{path}[train_images]: no training images")
     train_t, test_t = _normalised(train_x, test_x)
@@ -125,6 +156,9 @@ def _read_split(folder: Path, classes: list[str] | None) -> tuple[list[np.ndarra
 
 
 def load_folder(root: Path) -> Dataset:
+    if root.is_file():
+        raise DatasetError(f"{root}: a file, not a folder of train/<class>/ and test/<class>/ images"
+                           + (" (for an npz file, use --dataset npz)" if root.suffix == ".npz" else ""))
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder")
     train_images, train_labels, classes = _read_split(root / "train", None)

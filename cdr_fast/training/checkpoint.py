@@ -3,7 +3,7 @@
 A resumed run must continue bit for bit, so a checkpoint made with other settings (or by another
 number of processes, whose batch splits differ) is refused with a one-line message that names
 every difference. A setting the run does not use cannot block its resume, and a run may be
-resumed with more epochs.
+resumed with more epochs, never fewer than it has done.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def check_compatible(state: dict[str, Any], config: TrainConfig, world_size: int
     if diffs:
         detail = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diffs.items())
         raise ValueError(f"the checkpoint was made with other settings ({detail})")
+    if config.epochs < state["epoch"]:
+        raise ValueError(f"the checkpoint has {state['epoch']} epochs done and this run asks for {config.epochs}: "
+                         f"resume with --epochs {state['epoch']} or more")
     saved_world = state.get("world_size", 1)
     if saved_world != world_size:
         # Replicated state would load, but the batch splits differ, so the run would not continue

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,7 +67,7 @@ class Trainer:
         config.validate()
         self.config, self.dist = config, dist
         self.folder = folder if dist.is_main else None  # only the main rank writes
-        self.progress = progress and dist.is_main
+        self.progress = progress and dist.is_main and sys.stderr.isatty()  # a redirected log gets epoch lines
         self.log = log if dist.is_main else (lambda line: None)
         self.device = resolve_device(config.device)
         if dist.enabled and self.device.type == "cuda":
@@ -74,6 +75,10 @@ class Trainer:
         self.engine = resolve_engine(config.engine, self.device)  # once; the optimizer and AUX share it
 
         self.data = prepare_data(config, self.device)
+        n_train = self.data.train_x.shape[0]
+        if config.batch_size > n_train:
+            raise ValueError(f"batch size {config.batch_size} is larger than the training set ({n_train} examples after "
+                             f"the validation split): an epoch would be one step; use at most {n_train}")
         torch.manual_seed(config.seed)
         shape = self.data.train_x.shape
         self.model = build_model(config.model, shape[1], self.data.num_classes, shape[-1]).to(self.device)
