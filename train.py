@@ -83,17 +83,21 @@ def prepare_run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Di
     if args.resume:
         folder = RunFolder(args.out)
         if dist.is_main:
-            folder.begin(resume=True)
+            folder.begin(resume=True)  # claims the folder: no second run can start in it
         config = config_from_args(args, defaults, folder)
     else:
         config = config_from_args(args, defaults, None)
         folder = RunFolder(args.out or dist.broadcast_object(str(default_out(config)) if dist.is_main else None))
-    trainer = Trainer(config, folder, progress=not args.no_progress, dist=dist)  # validates, loads the data
-    if args.resume:
-        trainer.load_state_dict(folder.checkpoint())  # every rank reads the same file
-    elif dist.is_main:
-        folder.begin(resume=False)
-        folder.write_config(dataclasses.asdict(config))
+    try:
+        trainer = Trainer(config, folder, progress=not args.no_progress, dist=dist)  # validates, loads the data
+        if args.resume:
+            trainer.load_state_dict(folder.checkpoint())  # every rank reads the same file
+        elif dist.is_main:
+            folder.begin(resume=False)
+            folder.write_config(dataclasses.asdict(config))
+    except BaseException:
+        folder.release()
+        raise
     return trainer, folder
 
 
@@ -130,7 +134,16 @@ def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distribute
         say(f"error: {error}", file=sys.stderr)
         return 2
 
+    try:
+        return train(trainer, folder, args, dist, say)
+    finally:
+        folder.release()
+
+
+def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: Distributed, say) -> int:
     config, d = trainer.config, trainer.data
+    for note in folder.notes:
+        say(f"warning: {note}", file=sys.stderr)
     if args.resume:
         say(f"resuming {folder.path} after epoch {trainer.epoch}/{config.epochs}")
     processes = f", {dist.world_size} processes" if dist.enabled else ""
@@ -144,6 +157,10 @@ def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distribute
         summary = trainer.fit()
     except TrainingDiverged as err:
         say(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # no space left, an I/O error: the write was atomic, the last checkpoint stands
+        kept = f"the checkpoint of epoch {trainer.saved_epoch} is intact" if trainer.saved_epoch else "no epoch was saved"
+        say(f"error: cannot write to {folder.path} ({err.strerror or err}); stopped, {kept}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         launcher = f"torchrun --nproc_per_node={dist.world_size} train.py" if dist.enabled else "python train.py"

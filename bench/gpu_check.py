@@ -207,7 +207,6 @@ def cdr_step_speed(report: dict, scale: str, device) -> None:
                 if row.get(f"{base}_ms"):
                     row[f"{kind}_vs_{base}"] = row[f"{kind}_ms"] / row[f"{base}_ms"]
         rows.append(row)
-        del params, copy_src, copy_dst
     report["speed"]["cdr_step"] = rows
 
 

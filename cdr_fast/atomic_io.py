@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -13,8 +14,9 @@ from typing import Any
 import torch
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+def write_bytes_atomic(path: Path, data: bytes, keep_previous: Path | None = None) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path`` (first
+    renaming the file it replaces to ``keep_previous``, if given). A failed write changes nothing."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -22,6 +24,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -33,15 +37,42 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+# A checkpoint is torch.save's bytes followed by this tag and their SHA-256 (hex), so that a file
+# corrupted in place, which may still unpickle, is refused instead of resumed.
+CHECKSUM_TAG = b"\ncdr-fast-sha256:"
+CHECKSUM_LENGTH = len(CHECKSUM_TAG) + 64
+
+
+def previous(path: Path) -> Path:
+    """Where ``save_checkpoint`` keeps the checkpoint it replaced: ``checkpoint.prev.pt``."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically with its checksum, keeping the checkpoint it replaces as
+    ``previous(path)``: a crash at any moment leaves at least one good checkpoint."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    write_bytes_atomic(path, buf.getvalue())
+    payload = buf.getvalue()
+    data = payload + CHECKSUM_TAG + hashlib.sha256(payload).hexdigest().encode()
+    write_bytes_atomic(path, data, keep_previous=previous(Path(path)))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The state ``save_checkpoint`` wrote; a ValueError naming the file if it is missing, does not
+    match its checksum, or cannot be read. (A checkpoint from before checksums loads unchecked.)"""
+    path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read checkpoint ({err.strerror})") from None
+    tail = data[-CHECKSUM_LENGTH:]
+    if tail.startswith(CHECKSUM_TAG):
+        data = data[:-CHECKSUM_LENGTH]
+        if hashlib.sha256(data).hexdigest().encode() != tail[len(CHECKSUM_TAG):]:
+            raise ValueError(f"{path}: the checkpoint does not match its checksum (corrupted on disk)")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle is a corrupt checkpoint
         raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
 

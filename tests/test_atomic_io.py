@@ -55,3 +55,23 @@ def test_json_is_strict_null_where_a_number_is_undefined(tmp_path):
     text = (tmp_path / "s.json").read_text()
     assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {"a": None, "b": [None, 1.5, None],
                                                                               "c": {"d": 2}}
+
+
+def test_a_checkpoint_corrupted_in_place_is_refused_by_its_checksum(tmp_path):
+    """400 bytes XOR-ed in the middle of the file: it may still unpickle, but not pass the checksum."""
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"w": torch.arange(20000, dtype=torch.float32), "epoch": 3})
+    assert load_checkpoint(path)["epoch"] == 3
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 400] = bytes(b ^ 0x5A for b in data[middle : middle + 400])
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checkpoint.pt: the checkpoint does not match its checksum"):
+        load_checkpoint(path)
+
+
+def test_saving_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1})
+    save_checkpoint(path, {"epoch": 2})
+    assert load_checkpoint(path)["epoch"] == 2 and load_checkpoint(atomic_io.previous(path))["epoch"] == 1

@@ -117,6 +117,54 @@ def test_resume_continues_exactly(tmp_path):
     assert strip(a["history"]) == strip(b["history"])
 
 
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_and_says_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = ["--epochs", "2", "--batch-size", "512", "--reference", "--no-progress", "--out", str(out)]
+    assert cli.main(flags) == 0
+    data = bytearray((out / "checkpoint.pt").read_bytes())  # 400 bytes flipped in the middle of the file
+    data[len(data) // 2 : len(data) // 2 + 400] = bytes(b ^ 0x5A for b in data[len(data) // 2 : len(data) // 2 + 400])
+    (out / "checkpoint.pt").write_bytes(bytes(data))
+    capsys.readouterr()
+    assert cli.main(["--resume", "--epochs", "3", "--no-progress", "--out", str(out)]) == 0
+    out_text = capsys.readouterr()
+    assert "checkpoint.pt: the checkpoint does not match its checksum" in out_text.err
+    assert "resuming from the previous checkpoint, checkpoint.prev.pt (epoch 1)" in out_text.err
+    assert "after epoch 1/3" in out_text.out  # epoch 2 is trained again, from epoch 1's state
+    assert len((out / "metrics.csv").read_text().splitlines()) == 4
+
+
+def test_a_second_run_into_a_claimed_folder_is_refused(tmp_path):
+    """The folder is claimed before anything is decided, so two runs started at the same moment
+    cannot both go on; the claim ends with its process."""
+    out = tmp_path / "run"
+    holder = RunFolder(out)
+    holder.begin(resume=False)
+    with pytest.raises(ValueError, match="another run is using"):
+        RunFolder(out).begin(resume=False)
+    holder.release()
+    assert RunFolder(out).begin(resume=False) is False
+
+
+def test_a_failed_write_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    from cdr_fast import atomic_io
+
+    out = tmp_path / "run"
+    assert cli.main(["--epochs", "1", "--batch-size", "512", "--reference", "--no-progress", "--out", str(out)]) == 0
+    good = (out / "checkpoint.pt").read_bytes()
+
+    def full_disk(path, data, keep_previous=None):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(atomic_io, "write_bytes_atomic", full_disk)
+    capsys.readouterr()
+    assert cli.main(["--resume", "--epochs", "2", "--no-progress", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "the checkpoint of epoch 1 is intact" in err
+    assert len(err.strip().splitlines()) == 1
+    monkeypatch.undo()
+    assert (out / "checkpoint.pt").read_bytes() == good
+
+
 def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
     quiet(small(epochs=2), tmp_path).fit()
     with pytest.raises(ValueError, match="2 epochs done and this run asks for 1: resume with --epochs 2 or more"):

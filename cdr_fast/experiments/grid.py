@@ -36,10 +36,13 @@ def _run_cell(cell: Cell, folder: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     run = RunFolder(folder)
     resuming = run.begin(resume=None)
-    trainer = Trainer(cell.config, run, progress=False, log=lambda line: None)
-    if resuming:
-        trainer.resume()
-    return trainer.fit()
+    try:
+        trainer = Trainer(cell.config, run, progress=False, log=lambda line: None)
+        if resuming:
+            trainer.resume()
+        return trainer.fit()
+    finally:
+        run.release()
 
 
 def _epochs_done(folder: Path) -> tuple[int, list[float]]:

@@ -94,6 +94,7 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
         self.epoch = 0  # epochs completed
+        self.saved_epoch = 0  # the epoch of the run folder's checkpoint (0: none)
         self.history: list[dict[str, Any]] = []
         self.noise_estimate: NoiseEstimate | None = None  # with tau "auto"
         self.augment = dataset_spec(config.dataset).augment
@@ -121,7 +122,7 @@ class Trainer:
             self.aux.load_state_dict(state["aux"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = state["epoch"]
+        self.epoch = self.saved_epoch = state["epoch"]
         self.history = list(state["history"])
         if state.get("noise_estimate") is not None:  # the optimizer's state already holds its tau
             self.noise_estimate = NoiseEstimate(**state["noise_estimate"])
@@ -237,6 +238,7 @@ class Trainer:
             self.history.append(stats)
             if self.folder is not None:
                 self.folder.save_epoch(self.state_dict(), self.history)
+                self.saved_epoch = self.epoch
             self.log(format_epoch(stats, self.config.epochs))
         summary = self.summary()
         if self.folder is not None:

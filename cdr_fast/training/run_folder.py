@@ -3,7 +3,9 @@
     config.json    the settings, written when the run starts
     metrics.csv    one row per finished epoch
     checkpoint.pt  everything needed to continue, after every epoch (written before metrics.csv,
-                   so metrics.csv never lists an epoch the checkpoint lacks)
+                   so metrics.csv never lists an epoch the checkpoint lacks), with a checksum;
+                   checkpoint.prev.pt, the one before it, is kept for a resume to fall back to
+    .lock          held by the process that runs in the folder
     summary.json   written when the last epoch is done
     suspects.csv   with AUX: every training example, most likely mislabelled first
     transition_estimated.csv   with tau "auto": the estimated noise transition matrix
@@ -14,24 +16,23 @@ benchmarks alike, with one-line errors for a path that cannot be a folder.
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 from typing import Any
 
-from ..atomic_io import (
-    load_checkpoint,
-    save_checkpoint,
-    write_csv_atomic,
-    write_json_atomic,
-)
+from ..atomic_io import load_checkpoint, previous, save_checkpoint, write_csv_atomic, write_json_atomic
 
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
 
 
 class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._checkpoint: dict[str, Any] | None = None
+        self._lock: Any = None  # the open lock file while this process holds the folder
+        self.notes: list[str] = []  # what reading the checkpoint had to work around
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -50,10 +51,37 @@ class RunFolder:
         return json.loads((self.path / "summary.json").read_text())
 
     def checkpoint(self) -> dict[str, Any]:
-        """The saved state, read once and kept."""
+        """The saved state, read once and kept. If the checkpoint is corrupt (or missing after a
+        crash between two renames), the previous one is used, and ``notes`` says so."""
         if self._checkpoint is None:
-            self._checkpoint = load_checkpoint(self.checkpoint_path)
+            try:
+                self._checkpoint = load_checkpoint(self.checkpoint_path)
+            except ValueError as err:
+                prev = previous(self.checkpoint_path)
+                if not prev.is_file():
+                    raise
+                self._checkpoint = load_checkpoint(prev)
+                self.notes.append(f"{err}; resuming from the previous checkpoint, {prev.name} (epoch "
+                                  f"{self._checkpoint.get('epoch')})")
         return self._checkpoint
+
+    def claim(self) -> None:
+        """Hold the folder for this process (an advisory lock, released when the process ends, however
+        it ends): a second run started into the same folder is refused, even at the same moment."""
+        if self._lock is not None:
+            return
+        lock = open(self.path / LOCK, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ValueError(f"another run is using {self.path}: wait for it, or choose another --out") from None
+        self._lock = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def begin(self, resume: bool | None) -> bool:
         """Decide whether this run resumes (True) or starts (False), and make sure the folder exists.
@@ -61,13 +89,15 @@ class RunFolder:
         ``resume=True`` requires a checkpoint, ``False`` refuses to overwrite one, ``None`` (the
         grid's way) resumes when there is one. Raises a ValueError with a one-line message.
         """
-        found = self.has_checkpoint()
-        if resume and not found:
+        if resume and not self.has_checkpoint() and not previous(self.checkpoint_path).is_file():
             raise ValueError(f"nothing to resume: {self.checkpoint_path} does not exist (a run stopped before "
                              "its first epoch ended saved nothing: start it again without --resume)")
-        if resume is False and found:
-            raise ValueError(f"{self.path} already holds a run; pass --resume to continue it, or choose another --out")
         self.make()
+        self.claim()  # before looking: of two runs started at the same moment, one gets here
+        found = self.has_checkpoint() or previous(self.checkpoint_path).is_file()
+        if resume is False and found:
+            self.release()
+            raise ValueError(f"{self.path} already holds a run; pass --resume to continue it, or choose another --out")
         return found
 
     def make(self) -> None:
