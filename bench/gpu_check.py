@@ -34,11 +34,11 @@ BYTES_PER_PARAM = 20  # the fused update reads g, w, buf and writes w, buf (fp32
 NATIVE_TESTS = ["tests/test_kernels.py", "tests/test_engine_ops.py", "tests/test_engines.py",
                 "tests/test_optim_protocol.py", "tests/test_optim_torch.py", "tests/test_auxiliary.py"]
 # The dry run proves the path, not the kernels (the suite does that): a few tests of each kind.
-DRY_TESTS = ["tests/test_kernels.py::test_gather_add", "tests/test_engines.py::test_triton_step_launch_budget"]
+DRY_TESTS = ["tests/test_kernels.py::test_gather_add"]
 
-SIZES = {"gpu": [61_706, 1_000_000, 11_000_000, 23_500_000, 100_000_000], "dry": [4_096, 70_000]}
+SIZES = {"gpu": [61_706, 1_000_000, 11_000_000, 23_500_000, 100_000_000], "dry": [4_096]}
 TOPK_MAX = {"gpu": 23_500_000, "dry": 70_000}  # the published top-k step beyond this costs too much time
-THRESHOLD_SIZES = {"gpu": [1_000_000, 10_000_000, 100_000_000], "dry": [4_096, 70_000]}
+THRESHOLD_SIZES = {"gpu": [1_000_000, 10_000_000, 100_000_000], "dry": [4_096]}
 AUX_SHAPES = {"gpu": [(60_000, 10), (1_280_000, 1000)], "dry": [(600, 10)]}
 REPS = {"gpu": 20, "dry": 1}  # the dry run proves the code path; in the interpreter a launch costs ~0.2 s
 TARGETS = {"roofline_fraction": 0.85, "launches": 3, "exact_threshold_passes": 2.0, "graph_step_ratio": 1.10}

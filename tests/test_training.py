@@ -369,3 +369,19 @@ def test_the_summary_reports_test_accuracy_at_the_best_validation_epoch():
     assert (summary["best_val_epoch"], summary["best_val_acc"], summary["test_acc_at_best_val"]) == (2, 70.0, 80.0)
     assert summary["test_acc_last"] == 30.0 and summary["epoch_time_s_median"] == 3.0
     assert summary["num_train"] == 9 and summary["detection"] is None
+
+
+def test_no_c_compiler_is_one_line_naming_the_reference_engine(tmp_path, capsys, monkeypatch):
+    """No compiler and no library built before (an empty cache): one line, and no run folder."""
+    from cdr_fast.engines import native
+
+    monkeypatch.setenv("CDR_FAST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    native.library.cache_clear()
+    try:
+        assert cli.main(["--engine", "compiled", "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    finally:
+        native.library.cache_clear()  # the next test builds (or finds) the real library again
+    err = capsys.readouterr().err
+    assert "needs a C compiler" in err and "--engine reference" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -30,6 +30,7 @@ class CompiledEngine(ReferenceEngine):
     always_exact = False
 
     def __init__(self) -> None:
+        native.library()  # built (or found) now: no compiler is a one-line error before anything runs
         self._scratch = torch.empty(0, dtype=torch.int32)  # the select's work space, grown once: no per-step allocation
 
     def _scratch_for(self, n: int) -> Tensor:

@@ -29,12 +29,16 @@ FLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-fPIC", "-shared"]
 OPENMP = "-fopenmp"
 
 
+class NoCompiler(ValueError):
+    """The compiled engine cannot be built here: no C compiler, and no library built before."""
+
+
 def _compiler() -> str:
     for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
         if name and shutil.which(name):
             return name
-    raise RuntimeError("the compiled engine needs a C compiler (cc, gcc or clang) on PATH, as torch.compile does; "
-                       "use engine='reference' where there is none")
+    raise NoCompiler("the compiled engine needs a C compiler (cc, gcc or clang) on PATH and there is none here: "
+                     "use --engine reference (engine='reference' in the library), or install one")
 
 
 @cache

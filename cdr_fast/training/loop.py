@@ -38,6 +38,7 @@ from ..engines import resolve_engine
 from ..estimate import NoiseEstimate, estimate_noise, warm_up_probabilities
 from ..models import build_model
 from ..optim import CDRSGD
+from .advice import estimate_warning, masking_warning, warmup_warning
 from .checkpoint import CHECKPOINT_FORMAT, check_compatible
 from .config import TrainConfig, resolve_device
 from .metrics import EpochMetrics, accuracy, format_epoch
@@ -95,6 +96,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
         self.epoch = 0  # epochs completed
         self.saved_epoch = 0  # the epoch of the run folder's checkpoint (0: none)
+        self._warned_masking = False  # CDR masking less than tau: said once
         self.history: list[dict[str, Any]] = []
         self.noise_estimate: NoiseEstimate | None = None  # with tau "auto"
         self.augment = dataset_spec(config.dataset).augment
@@ -227,9 +229,12 @@ class Trainer:
         for tensor in self.model.state_dict().values():  # the same seed (or checkpoint) made the
             self.dist.broadcast_(tensor)                  # replicas equal; make sure, as DDP does
         if self.config.estimates_tau and self.noise_estimate is None:
+            n, batch, steps = self.data.train_x.shape[0], self.config.batch_size, self.config.tau_warmup_steps
+            self._warn(warmup_warning(steps, batch, n))
             estimate = self.estimate_noise()
             self.log(f"estimated noise rate {estimate.rate:.3f} after {self.config.tau_warmup_steps} warm-up steps: "
                      f"tau = {self.optimizer.param_groups[0]['tau']:.3f}")
+            self._warn(estimate_warning(estimate.rate, steps, batch, n))
             if self.folder is not None:
                 self.folder.write_transition(estimate.transition)
         while self.epoch < self.config.epochs:
@@ -240,12 +245,20 @@ class Trainer:
                 self.folder.save_epoch(self.state_dict(), self.history)
                 self.saved_epoch = self.epoch
             self.log(format_epoch(stats, self.config.epochs))
+            if not self._warned_masking:
+                self._warned_masking = self._warn(masking_warning(stats["kept_pct"],
+                                                                  self.optimizer.param_groups[0]["tau"]))
         summary = self.summary()
         if self.folder is not None:
             if self.aux is not None:
                 self.folder.write_suspects(suspect_rows(self.aux, self.data))
             self.folder.write_summary(summary)
         return summary
+
+    def _warn(self, line: str | None) -> bool:
+        if line is not None:
+            self.log(f"warning: {line}")
+        return line is not None
 
     def summary(self) -> dict[str, Any]:
         return run_summary(self.config, self.history, self.data, model=self.model, aux=self.aux,

@@ -1,0 +1,43 @@
+"""The warnings a run gives when it is legal but probably not what the user meant: each returns
+one line, or None. The Trainer prints them; they never stop a run."""
+
+from __future__ import annotations
+
+# CDR's kept share sits at 1 - tau up to ties; this much above it means ties decide the mask.
+KEPT_SLACK_PCT = 5.0
+# The warm-up of --tau auto: longer than this many passes over the data and the network memorises
+# the noisy labels (the estimate then falls); a rate outside this range is implausible.
+WARMUP_EPOCHS_MAX = 5.0
+PLAUSIBLE_RATE = (0.005, 0.9)
+
+
+def masking_warning(kept_pct: float, tau: float) -> str | None:
+    """CDR masking (much) less than tau says: ties at the threshold, usually exact zeros."""
+    expected = 100.0 * (1.0 - tau)
+    if tau <= 0 or not kept_pct > expected + KEPT_SLACK_PCT:
+        return None
+    return (f"CDR kept {kept_pct:.1f}% of the scored weights at tau {tau:g}, not about {expected:.0f}%: many scores "
+            "|g w| tie at the threshold, usually exact zeros (weights that never get a gradient, such as those on "
+            "always-black pixels), and ties are kept as in the published code, so CDR masks less than tau says")
+
+
+def warmup_warning(steps: int, batch_size: int, num_examples: int) -> str | None:
+    """A --tau auto warm-up long enough to memorise the noisy labels."""
+    epochs = steps * batch_size / max(num_examples, 1)
+    if epochs <= WARMUP_EPOCHS_MAX:
+        return None
+    suggested = max(1, round(3 * num_examples / batch_size))
+    return (f"the --tau auto warm-up runs {steps} steps, {epochs:.0f} passes over {num_examples} examples: the network "
+            f"may memorise the noisy labels and the estimate come out low; about 3 passes is "
+            f"--tau-warmup-steps {suggested}")
+
+
+def estimate_warning(rate: float, steps: int, batch_size: int, num_examples: int) -> str | None:
+    """An estimated noise rate nobody should train on unawares (tau 0 trains plain SGD)."""
+    low, high = PLAUSIBLE_RATE
+    if low <= rate <= high:
+        return None
+    epochs = steps * batch_size / max(num_examples, 1)
+    return (f"the estimated noise rate {rate:.3f} is implausible (after {steps} warm-up steps, {epochs:.1f} passes "
+            f"over {num_examples} examples){'; tau 0 trains plain SGD' if rate < low else ''}: check the data, "
+            "or give --tau a rate")
