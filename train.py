@@ -11,21 +11,43 @@ AUX, suspects.csv (the training examples most likely mislabelled first) to --out
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
-import io
-import math
-import os
+import signal
 import sys
-import time
-from pathlib import Path
 
-from cdr_fast.data import DatasetError, dataset_spec
-from cdr_fast import launch
-from cdr_fast.distributed import Distributed
-from cdr_fast.training import RunFolder, Trainer, TrainConfig, TrainingDiverged, resolve_device
-from cdr_fast.training.flags import FLAGS, HelpFormatter, add_config_flags
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGUSR1, as a scheduler sends before it stops a job: handled as Ctrl-C is."""
+
+    status = 143  # 128 + SIGTERM
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+# From the first moment: a signal during the imports or the set-up is one line too, never a traceback.
+for _signal in (signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(_signal, _stop)
+
+try:
+    import argparse
+    import contextlib
+    import dataclasses
+    import io
+    import math
+    import os
+    import time
+    from pathlib import Path
+
+    from cdr_fast import launch
+    from cdr_fast.data import DatasetError, dataset_spec
+    from cdr_fast.distributed import Distributed
+    from cdr_fast.training import RunFolder, Trainer, TrainConfig, TrainingDiverged, resolve_device
+    from cdr_fast.training.flags import FLAGS, HelpFormatter, add_config_flags
+except KeyboardInterrupt as stop:
+    print(f"\n{'stopped by ' + stop.args[0] if isinstance(stop, Stopped) else 'interrupted'} while starting: "
+          "nothing was written", file=sys.stderr)
+    sys.exit(getattr(stop, "status", 130))
 
 
 # ---------------------------------------------------------------- flags
@@ -58,6 +80,10 @@ def noise_words(config: TrainConfig, realised: float) -> str:
     if config.noise_type == "none":
         return f"labels as given ({wrong})" if dataset_spec(config.dataset).user_data else "no noise"
     return f"{config.noise_type} noise {config.noise_rate:.0%} ({wrong} after it)"
+
+
+def stop_word(stop: KeyboardInterrupt) -> str:
+    return f"stopped by {stop.args[0]}" if isinstance(stop, Stopped) else "interrupted"
 
 
 def default_out(config: TrainConfig) -> Path:
@@ -129,6 +155,10 @@ def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distribute
         trainer, folder = prepare_run(args, defaults, dist)
     except (ValueError, DatasetError) as err:
         error = str(err)
+    except KeyboardInterrupt as stop:
+        say(f"\n{stop_word(stop)} while setting up: no epoch was started; run the same command again",
+            file=sys.stderr)
+        return getattr(stop, "status", 130)
     error = dist.first_error(error)  # every rank learns whether any rank failed, and stops together
     if error is not None:
         say(f"error: {error}", file=sys.stderr)
@@ -162,17 +192,17 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
         kept = f"the checkpoint of epoch {trainer.saved_epoch} is intact" if trainer.saved_epoch else "no epoch was saved"
         say(f"error: cannot write to {folder.path} ({err.strerror or err}); stopped, {kept}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         launcher = f"torchrun --nproc_per_node={dist.world_size} train.py" if dist.enabled else "python train.py"
-        if trainer.epoch == 0:
-            say(f"\ninterrupted during epoch 1: no epoch finished, so nothing was saved in {folder.path}; "
-                "run the same command again to start over", file=sys.stderr)
+        if trainer.saved_epoch == 0:
+            say(f"\n{stop_word(stop)} during epoch {trainer.epoch + 1}: no epoch finished, so nothing was saved in "
+                f"{folder.path}; run the same command again to start over", file=sys.stderr)
         else:
-            saved = "epoch 1 is" if trainer.epoch == 1 else f"epochs 1-{trainer.epoch} are"
-            say(f"\ninterrupted during epoch {trainer.epoch + 1}; {saved} saved. Continue "
-                f"with: {launcher} --resume --out {folder.path} (epoch {trainer.epoch + 1} restarts "
+            saved = "epoch 1 is" if trainer.saved_epoch == 1 else f"epochs 1-{trainer.saved_epoch} are"
+            say(f"\n{stop_word(stop)} during epoch {trainer.epoch + 1}; {saved} saved. Continue "
+                f"with: {launcher} --resume --out {folder.path} (epoch {trainer.saved_epoch + 1} restarts "
                 "from its beginning)", file=sys.stderr)
-        return 130
+        return getattr(stop, "status", 130)
     say(
         f"done: best val {summary['best_val_acc']:.2f}% at epoch {summary['best_val_epoch']}; "
         f"test {summary['test_acc_at_best_val']:.2f}% there, {summary['test_acc_last']:.2f}% at the last epoch; "

@@ -235,6 +235,28 @@ def test_cli_resume_after_kill_is_bit_identical(tmp_path):
     assert sa["test_acc_last"] == sb["test_acc_last"] and sa["best_val_epoch"] == sb["best_val_epoch"]
 
 
+@pytest.mark.parametrize("when", ["starting", "epoch 1"])
+def test_sigterm_is_one_line_and_its_own_status(tmp_path, when):
+    """As a scheduler stops a job: during the imports, or once the run has begun (batch 4 on the
+    reference engine: the first epoch takes seconds)."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "train.py", "--epochs", "2", "--batch-size", "4", "--reference",
+                             "--no-progress", "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    if when == "starting":
+        time.sleep(0.2)
+    else:
+        deadline = time.time() + 60
+        while not (out / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert f"stopped by SIGTERM {'while starting' if when == 'starting' else 'during epoch 1'}" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(tmp_path):
     out = tmp_path / "run"

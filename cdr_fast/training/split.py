@@ -37,6 +37,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
         class_map=dataset_spec(config.dataset).asymmetric_map,
     )
     clean = data.train_clean_labels
+    if clean is None and config.noise_type != "none":  # your labels, noise added: they are what it flipped
+        clean = data.train_labels
     train_idx, val_idx = validation_split(len(noisy.labels), config.val_fraction, config.seed)
     x, y = data.train_images, noisy.labels
     return NoisySplit(
