@@ -21,8 +21,17 @@ class Stopped(KeyboardInterrupt):
     status = 143  # 128 + SIGTERM
 
 
+# The run in training, once there is one: a signal then asks it to stop after its step (it saves
+# and stops); before that, or at a second signal, the signal interrupts at once.
+_training = None
+
+
 def _stop(signum: int, frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    if _training is not None and _training.stop_signal is None:
+        _training.stop_signal = name
+        return
+    raise Stopped(name)
 
 
 # From the first moment: a signal during the imports or the set-up is one line too, never a traceback.
@@ -42,7 +51,7 @@ try:
     from cdr_fast import launch
     from cdr_fast.data import DatasetError, dataset_spec
     from cdr_fast.distributed import Distributed
-    from cdr_fast.training import RunFolder, Trainer, TrainConfig, TrainingDiverged, resolve_device
+    from cdr_fast.training import RunFolder, RunStopped, Trainer, TrainConfig, TrainingDiverged, resolve_device
     from cdr_fast.training.flags import FLAGS, HelpFormatter, add_config_flags
 except KeyboardInterrupt as stop:
     print(f"\n{'stopped by ' + stop.args[0] if isinstance(stop, Stopped) else 'interrupted'} while starting: "
@@ -57,7 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)  # every TrainConfig setting (cdr_fast/training/flags.py)
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<time>_<settings>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue the run in --out if it has a checkpoint, else start it: one command line for a "
+                        "job that a scheduler may requeue, or for torchrun --max-restarts")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                   help="also save a checkpoint every STEPS steps within an epoch (0: at each epoch's end only); "
+                        "a resume continues from it exactly")
     return p
 
 
@@ -115,7 +130,10 @@ def prepare_run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Di
         config = config_from_args(args, defaults, None)
         folder = RunFolder(args.out or dist.broadcast_object(str(default_out(config)) if dist.is_main else None))
     try:
-        trainer = Trainer(config, folder, progress=not args.no_progress, dist=dist)  # validates, loads the data
+        if args.checkpoint_every < 0:
+            raise ValueError(f"invalid --checkpoint-every: {args.checkpoint_every}; must be >= 0 (0: epoch ends only)")
+        trainer = Trainer(config, folder, progress=not args.no_progress, dist=dist,  # validates, loads the data
+                          checkpoint_every=args.checkpoint_every)
         if args.resume:
             trainer.load_state_dict(folder.checkpoint())  # every rank reads the same file
         elif dist.is_main:
@@ -132,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     with quiet_unless(main_rank):
         args = parser.parse_args(argv)
-        if args.resume and args.out is None:
-            parser.error("--resume needs --out DIR, the folder of the run to continue")
+        if (args.resume or args.auto_resume) and args.out is None:
+            parser.error(f"{'--resume' if args.resume else '--auto-resume'} needs --out DIR, the folder of the run")
+        if args.auto_resume and not args.resume:
+            args.resume = RunFolder(args.out).has_saved_state()
     defaults = parser.parse_args([])
     say = print if main_rank else (lambda *a, **k: None)
     try:
@@ -167,6 +187,7 @@ def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distribute
     try:
         return train(trainer, folder, args, dist, say)
     finally:
+        _training = None
         folder.release()
 
 
@@ -175,7 +196,8 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
     for note in folder.notes:
         say(f"warning: {note}", file=sys.stderr)
     if args.resume:
-        say(f"resuming {folder.path} after epoch {trainer.epoch}/{config.epochs}")
+        step = f", step {trainer.saved_step} of epoch {trainer.epoch + 1}" if trainer.saved_step else ""
+        say(f"resuming {folder.path} after epoch {trainer.epoch}/{config.epochs}{step}")
     processes = f", {dist.world_size} processes" if dist.enabled else ""
     say(
         f"{config.method} on {config.dataset} ({d.train_x.shape[0]} train / {d.val_x.shape[0]} noisy val / "
@@ -183,8 +205,17 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
         f"tau {'auto' if config.estimates_tau else config.cdr_rate}, "
         f"engine {trainer.engine.name}, device {trainer.device}{processes}, out {folder.path}"
     )
+    global _training
+    _training = trainer
     try:
         summary = trainer.fit()
+    except RunStopped as stop:
+        where = (f"after step {stop.step} of epoch {trainer.epoch + 1}" if stop.step else
+                 f"after epoch {trainer.saved_epoch}")
+        launcher = f"torchrun --nproc_per_node={dist.world_size} train.py" if dist.enabled else "python train.py"
+        say(f"stopped by {stop.signal_name} {where}, which is saved; continue with: {launcher} --resume --out "
+            f"{folder.path}", file=sys.stderr)
+        return Stopped.status
     except TrainingDiverged as err:
         say(f"error: {err}", file=sys.stderr)
         return 1

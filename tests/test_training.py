@@ -253,8 +253,13 @@ def test_sigterm_is_one_line_and_its_own_status(tmp_path, when):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert f"stopped by SIGTERM {'while starting' if when == 'starting' else 'during epoch 1'}" in err, err
+    assert f"stopped by SIGTERM {'while starting' if when == 'starting' else 'after step'}" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if when == "epoch 1":  # it saved where it stood: the same command with --resume continues there
+        assert "which is saved; continue with: python train.py --resume --out" in err
+        resumed = run_cli("--resume", "--epochs", "1", "--out", str(out), "--no-progress")
+        assert resumed.returncode == 0, resumed.stderr
+        assert ", step " in resumed.stdout and "of epoch 1" in resumed.stdout  # mid-epoch, not from its start
 
 
 @pytest.mark.slow
@@ -407,3 +412,49 @@ def test_no_c_compiler_is_one_line_naming_the_reference_engine(tmp_path, capsys,
     err = capsys.readouterr().err
     assert "needs a C compiler" in err and "--engine reference" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_a_run_stopped_mid_epoch_resumes_bit_identically(tmp_path):
+    """A signal in epoch 2 (after its step 30 of 43, past a checkpoint at step 28): the run saves
+    where it stands and stops; the resumed run ends bit-identical to an uninterrupted one, across
+    the learning-rate milestone and with the epoch's metric accumulators."""
+    from cdr_fast.training import RunStopped
+
+    settings = dict(epochs=3, method="cdr_aux", milestones=[2])
+    straight = quiet(small(**settings), tmp_path / "a")
+    straight.fit()
+    stopped = Trainer(small(**settings), RunFolder(tmp_path / "b"), progress=False, log=lambda s: None,
+                      checkpoint_every=14)
+    original, calls = stopped.optimizer.step, []
+
+    def step_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 43 + 30:
+            stopped.stop_signal = "SIGTERM"  # what train.py's handler does
+        return original(*args, **kwargs)
+
+    stopped.optimizer.step = step_then_signal
+    with pytest.raises(RunStopped) as info:
+        stopped.fit()
+    assert (info.value.step, info.value.steps) == (30, 43) and stopped.saved_step == 30
+    resumed = quiet(small(**settings), tmp_path / "b")
+    resumed.resume()
+    assert (resumed.epoch, resumed.saved_step) == (1, 30)
+    resumed.fit()
+    a, b = straight.state_dict(), resumed.state_dict()
+    for key in ("model", "aux"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
+    strip = lambda h: [{k: v for k, v in s.items() if "time" not in k} for s in h]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert "partial" not in b  # the run's end is saved whole
+
+
+def test_auto_resume_starts_then_continues_with_one_command_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = ["--auto-resume", "--batch-size", "512", "--reference", "--no-progress", "--out", str(out)]
+    assert cli.main([*flags, "--epochs", "1"]) == 0
+    assert "resuming" not in capsys.readouterr().out  # nothing to resume: it started
+    assert cli.main([*flags, "--epochs", "2"]) == 0  # the requeued job: the same line, with its checkpoint
+    assert "resuming" in capsys.readouterr().out
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3

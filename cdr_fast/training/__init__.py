@@ -3,10 +3,10 @@ and the run folder that holds a run's files and decides whether it starts or res
 (``run_folder``)."""
 
 from .config import LOSSES, METHODS, TrainConfig, resolve_device
-from .loop import Trainer, TrainingDiverged
+from .loop import RunStopped, Trainer, TrainingDiverged
 from .metrics import format_epoch
 from .run_folder import RunFolder
 from .split import NoisySplit, prepare_data
 
-__all__ = ["LOSSES", "METHODS", "NoisySplit", "RunFolder", "TrainConfig", "Trainer", "TrainingDiverged",
+__all__ = ["LOSSES", "METHODS", "NoisySplit", "RunFolder", "RunStopped", "TrainConfig", "Trainer", "TrainingDiverged",
            "format_epoch", "prepare_data", "resolve_device"]

@@ -51,6 +51,18 @@ class TrainingDiverged(ValueError):
     """The loss or the weights became non-finite; the last good checkpoint is kept."""
 
 
+class RunStopped(Exception):
+    """A signal stopped the run after a step, which a mid-epoch checkpoint saved."""
+
+    def __init__(self, signal_name: str, step: int, steps: int) -> None:
+        super().__init__(signal_name, step, steps)
+        self.signal_name, self.step, self.steps = signal_name, step, steps
+
+
+# Under torchrun the ranks agree to stop every this many steps (one all-reduce of a flag).
+STOP_CHECK_STEPS = 20
+
+
 def loss_fn(name: str, logits: Tensor, target: Tensor) -> Tensor:
     if name == "ce":
         return F.cross_entropy(logits, target)
@@ -64,7 +76,7 @@ class Trainer:
     (None: write nothing, as the benchmarks do)."""
 
     def __init__(self, config: TrainConfig, folder: RunFolder | None, progress: bool = True,
-                 log: Callable[[str], None] = print, dist: Distributed = SINGLE) -> None:
+                 log: Callable[[str], None] = print, dist: Distributed = SINGLE, checkpoint_every: int = 0) -> None:
         config.validate()
         self.config, self.dist = config, dist
         self.folder = folder if dist.is_main else None  # only the main rank writes
@@ -95,7 +107,11 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
         self.epoch = 0  # epochs completed
-        self.saved_epoch = 0  # the epoch of the run folder's checkpoint (0: none)
+        self.saved_epoch = 0  # the epoch of the run folder's checkpoint (0: none) ...
+        self.saved_step = 0  # ... and the step of the next epoch it holds (0: the epoch's end)
+        self.checkpoint_every = checkpoint_every  # steps between mid-epoch checkpoints (0: epoch ends only)
+        self.stop_signal: str | None = None  # set by a signal handler: save and stop after this step
+        self._partial: dict[str, Any] | None = None
         self._warned_masking = False  # CDR masking less than tau: said once
         self.history: list[dict[str, Any]] = []
         self.noise_estimate: NoiseEstimate | None = None  # with tau "auto"
@@ -125,6 +141,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = self.saved_epoch = state["epoch"]
+        self._partial = state.get("partial")  # a mid-epoch checkpoint: the epoch continues at its step
+        self.saved_step = self._partial["step"] if self._partial is not None else 0
         self.history = list(state["history"])
         if state.get("noise_estimate") is not None:  # the optimizer's state already holds its tau
             self.noise_estimate = NoiseEstimate(**state["noise_estimate"])
@@ -172,10 +190,15 @@ class Trainer:
         self.model.train()
         if self.aux is not None:
             self.aux.train()
-        t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
+        t0, done = time.perf_counter(), 0
+        if self._partial is not None:  # a mid-epoch checkpoint: continue at its step, as if never stopped
+            done, t0 = self._partial["step"], t0 - self._partial["elapsed_s"]
+            gen.set_state(self._partial["generator"])
+            metrics.load(self._partial["metrics"][self.dist.rank])
+            self._partial = None
+        bar = tqdm(total=steps, initial=done, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not self.progress, unit="step", dynamic_ncols=True)
-        for start in range(0, n, cfg.batch_size):
+        for start in range(done * cfg.batch_size, n, cfg.batch_size):
             batch = order[start : start + cfg.batch_size]
             idx = self.dist.shard(batch)  # the whole batch in a single process
             if self.augment:  # drawn for the global batch, so the crops do not depend on the ranks
@@ -193,6 +216,14 @@ class Trainer:
             self.optimizer.step()
             metrics.record(idx, logits, logits_aux, loss, self.optimizer.last_kept_fraction)
             bar.update()
+            done += 1
+            if done == steps:
+                break  # the epoch's end is saved whole (fit), a stop asked now included
+            stop = self._stop_agreed(done)
+            if stop or (self.checkpoint_every and done % self.checkpoint_every == 0):
+                self._save_partial(done, gen, metrics, time.perf_counter() - t0)
+            if stop:
+                raise RunStopped(self.stop_signal or "a signal on another rank", done, steps)
         bar.close()
         self.scheduler.step()
         metrics.reduce(self.dist)
@@ -211,6 +242,28 @@ class Trainer:
         }
         stats["epoch_time_s"] = time.perf_counter() - t0
         return stats
+
+    def _stop_agreed(self, step: int, epoch_end: bool = False) -> bool:
+        """Whether every rank stops after this step: a signal asked one to (``stop_signal``). One
+        process stops at once; ranks agree every ``STOP_CHECK_STEPS`` steps and at each epoch's
+        end, with one all-reduce."""
+        if not self.dist.enabled:
+            return self.stop_signal is not None
+        if step % STOP_CHECK_STEPS and not epoch_end:
+            return False
+        flag = torch.tensor(int(self.stop_signal is not None), device=self.device)
+        return bool(self.dist.all_reduce_(flag, "max").item())
+
+    def _save_partial(self, step: int, gen: torch.Generator, metrics: EpochMetrics, elapsed: float) -> None:
+        """A mid-epoch checkpoint: everything ``state_dict`` holds, plus where the epoch stands
+        (its step, its generator, every rank's metric accumulators). Collective under torchrun."""
+        ranks = self.dist.gather_objects(metrics.state())
+        if self.folder is None:
+            return
+        state = self.state_dict()
+        state["partial"] = {"step": step, "generator": gen.get_state(), "metrics": ranks, "elapsed_s": elapsed}
+        self.folder.save_checkpoint(state)
+        self.saved_step = step
 
     def _check_finite(self, mean_loss: float) -> None:
         params = list(self.model.parameters()) + ([self.aux.weight] if self.aux is not None else [])
@@ -243,11 +296,13 @@ class Trainer:
             self.history.append(stats)
             if self.folder is not None:
                 self.folder.save_epoch(self.state_dict(), self.history)
-                self.saved_epoch = self.epoch
+                self.saved_epoch, self.saved_step = self.epoch, 0
             self.log(format_epoch(stats, self.config.epochs))
             if not self._warned_masking:
                 self._warned_masking = self._warn(masking_warning(stats["kept_pct"],
                                                                   self.optimizer.param_groups[0]["tau"]))
+            if self.epoch < self.config.epochs and self._stop_agreed(0, epoch_end=True):
+                raise RunStopped(self.stop_signal or "a signal on another rank", 0, 0)
         summary = self.summary()
         if self.folder is not None:
             if self.aux is not None:

@@ -39,6 +39,16 @@ class EpochMetrics:
             self.kept_sum += kept_fraction
         self.steps += 1
 
+    def state(self) -> dict[str, Any]:
+        """This rank's accumulators, for a mid-epoch checkpoint."""
+        return {"predicted": self.predicted.cpu(), "predicted_aux": self.predicted_aux.cpu(),
+                "loss_sum": self.loss_sum.cpu(), "kept_sum": self.kept_sum.cpu(), "steps": self.steps}
+
+    def load(self, state: dict[str, Any]) -> None:
+        for name in ("predicted", "predicted_aux", "loss_sum", "kept_sum"):
+            getattr(self, name).copy_(state[name])
+        self.steps = state["steps"]
+
     def reduce(self, dist: Distributed) -> None:
         """Combine the ranks' shares: each rank saw its part of every batch."""
         if dist.enabled:

@@ -44,6 +44,10 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return self.checkpoint_path.is_file()
 
+    def has_saved_state(self) -> bool:
+        """Whether there is a checkpoint to resume from (the previous one counts)."""
+        return self.has_checkpoint() or previous(self.checkpoint_path).is_file()
+
     def is_finished(self) -> bool:
         return (self.path / "summary.json").is_file()
 
@@ -89,12 +93,12 @@ class RunFolder:
         ``resume=True`` requires a checkpoint, ``False`` refuses to overwrite one, ``None`` (the
         grid's way) resumes when there is one. Raises a ValueError with a one-line message.
         """
-        if resume and not self.has_checkpoint() and not previous(self.checkpoint_path).is_file():
+        if resume and not self.has_saved_state():
             raise ValueError(f"nothing to resume: {self.checkpoint_path} does not exist (a run stopped before "
                              "its first epoch ended saved nothing: start it again without --resume)")
         self.make()
         self.claim()  # before looking: of two runs started at the same moment, one gets here
-        found = self.has_checkpoint() or previous(self.checkpoint_path).is_file()
+        found = self.has_saved_state()
         if resume is False and found:
             self.release()
             raise ValueError(f"{self.path} already holds a run; pass --resume to continue it, or choose another --out")
@@ -113,9 +117,12 @@ class RunFolder:
         write_json_atomic(self.path / "config.json", settings)
 
     def save_epoch(self, state: dict[str, Any], history: list[dict[str, Any]]) -> None:
+        self.save_checkpoint(state)
+        write_csv_atomic(self.path / "metrics.csv", history)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
         save_checkpoint(self.checkpoint_path, state)
         self._checkpoint = None
-        write_csv_atomic(self.path / "metrics.csv", history)
 
     def write_transition(self, matrix) -> None:
         """Row i: the estimated distribution of the noisy label of class i."""
