@@ -45,17 +45,17 @@ def test_exact_threshold_is_the_topk_value(kernel_device, fresh_seed, n, kind):
         assert thr.item() == expected.item() or (math.isnan(thr.item()) and math.isnan(expected.item())), (k, thr, expected)
 
 
-# Each kind at two of the rates 0.2, 0.4, 0.7, every rate at least twice: in the interpreter each
-# select over 2.1M scores takes seconds.
-@pytest.mark.parametrize("kind, taus", [("normal", (0.2, 0.7)), ("ties", (0.4, 0.7)), ("zeros", (0.2, 0.4)),
-                                        ("heavy_tail", (0.4, 0.7))])
+# Each kind at one of the rates 0.2, 0.4, 0.7 (on a GPU, at all three), every rate at least once: in
+# the interpreter each select over 2.1M scores takes seconds.
+@pytest.mark.parametrize("kind, taus", [("normal", (0.2,)), ("ties", (0.4,)), ("zeros", (0.7,)),
+                                        ("heavy_tail", (0.4,))])
 def test_approximate_threshold_keeps_within_half_a_point(kernel_device, fresh_seed, kind, taus):
     n = 2 * MIN_SAMPLE + 4099  # the smallest size that samples, and not a multiple of a window
     assert not stratified_plan(n, exact=False).exact
     gen = torch.Generator().manual_seed(fresh_seed)
     w, g = score_inputs(kind, n, gen)
     scores = (g * w).abs()
-    for tau in taus:
+    for tau in taus if kernel_device.type == "cpu" else (0.2, 0.4, 0.7):
         k = int((1 - tau) * n)
         low, high = kept_fraction_range(scores, k)
         thr = radix_threshold(w.to(kernel_device), g.to(kernel_device), k, exact=False, seed=fresh_seed).cpu()

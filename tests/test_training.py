@@ -255,11 +255,9 @@ def test_sigterm_is_one_line_and_its_own_status(tmp_path, when):
     assert proc.returncode == 143, err
     assert f"stopped by SIGTERM {'while starting' if when == 'starting' else 'after step'}" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    if when == "epoch 1":  # it saved where it stood: the same command with --resume continues there
+    if when == "epoch 1":  # it saved where it stood (test_a_run_stopped_mid_epoch_resumes_bit_identically resumes)
         assert "which is saved; continue with: python train.py --resume --out" in err
-        resumed = run_cli("--resume", "--epochs", "1", "--out", str(out), "--no-progress")
-        assert resumed.returncode == 0, resumed.stderr
-        assert ", step " in resumed.stdout and "of epoch 1" in resumed.stdout  # mid-epoch, not from its start
+        assert load_checkpoint(out / "checkpoint.pt")["partial"]["step"] > 0
 
 
 @pytest.mark.slow
