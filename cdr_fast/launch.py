@@ -38,21 +38,33 @@ def join(use_cuda: bool, timeout_s: float = 600.0) -> Distributed:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        backend, timeout = "nccl" if use_cuda else "gloo", timedelta(seconds=timeout_s)
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if restart and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # After torchrun restarted the group (--max-restarts), the agent's store still holds the
+            # previous attempt's addresses: a new rank connecting to a dead peer's port was seen to
+            # fail the restart. Each attempt gets keys of its own.
+            store = dist.PrefixStore(f"cdr_fast_attempt_{restart}", dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout))
+            dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]),
+                                    world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank, dist.group.WORLD)
 
 
 def leave(run: Distributed, wait: bool = True) -> None:
     """Leave the group. ``wait``: a barrier first, so that every rank has finished its
-    collectives (a rank that tore gloo down while its peer still sent was seen to abort at exit).
-    Pass False when the ranks may not all get here (an interrupt, a crash): a barrier then could
-    meet a peer's pending collective and hang."""
-    if run.enabled and dist.is_initialized():
+    collectives (a rank that tore gloo down while its peer still sent was seen to abort at exit),
+    then the teardown. Pass False when the ranks may not all get here (an interrupt, a crash, a
+    dead peer): the group is then left as it is for the process's end to take down."""
+    if run.enabled and dist.is_initialized() and wait:
         try:
-            if wait:
-                dist.barrier(group=run.group)
+            dist.barrier(group=run.group)
         finally:
             dist.destroy_process_group()
+    # Not waiting: the process is about to end, and tearing the group down could block on a peer
+    # that died (torchrun would then wait 30 s to kill this rank before it can restart the group).
 
 
 def exit_process(code: int) -> NoReturn:

@@ -111,7 +111,9 @@ def test_approximate_threshold_on_real_resnet_gradients(mnist_mini, fresh_seed):
     scores = torch.cat([(p.grad * p).abs().flatten() for p in scored])
     k = int(0.6 * scores.numel())
     low, high = kept_fraction_range(scores, k)
-    for engine in FUSED:
+    # The Triton engine's sampling is proven in the interpreter at 2.1M scores (test_kernels.py);
+    # over 11M it costs the suite 20 s there, so it runs here natively (bench/gpu_check.sh does).
+    for engine in [e for e in FUSED if e != "triton" or engine_device(e).type == "cuda"]:
         device = engine_device(engine)
         copied = copy.deepcopy(model).to(device)
         opt = CDRSGD(copied.parameters(), lr=0.0, momentum=0.0, tau=0.4, engine=engine)
