@@ -1,6 +1,6 @@
 """Kill a two-process training at random moments and check that nothing is lost.
 
-    python scripts/chaos.py --kills 5                     # mnist-mini, CDR+AUX, 3 epochs
+    python scripts/chaos.py --kills 5                     # mnist-mini, CDR+AUX, 8 epochs (a few minutes)
     python scripts/chaos.py --kills 1 --quick             # the short version the test suite runs
 
 Trains once without interruption, then again under ``torchrun --max-restarts`` with
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     rng = random.Random(seed)
     data = (["--epochs", "1", "--batch-size", "32", "--checkpoint-every", "25"] if args.quick else
-            ["--epochs", "4", "--batch-size", "16", "--checkpoint-every", "60"])
+            ["--epochs", "8", "--batch-size", "16", "--checkpoint-every", "60"])
     window = 0.2 if args.quick else 3.0  # seconds after a group's first checkpoint in which its kill falls
     flags = [*data, "--method", "cdr_aux", "--no-progress", "--auto-resume"]
     with tempfile.TemporaryDirectory() as tmp:
