@@ -61,6 +61,17 @@ except KeyboardInterrupt as stop:
 
 # ---------------------------------------------------------------- flags
 
+def checkpoint_interval(text: str) -> tuple[int, float]:
+    """``--checkpoint-every``: STEPS, or MINUTES followed by m; (steps, minutes), one of them 0."""
+    try:
+        value = float(text[:-1]) if text.endswith("m") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step count (100) or minutes (10m)") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0 (0: at each epoch's end only)")
+    return (0, value) if text.endswith("m") else (value, 0.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_config_flags(p)  # every TrainConfig setting (cdr_fast/training/flags.py)
@@ -70,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out if it has a checkpoint, else start it: one command line for a "
                         "job that a scheduler may requeue, or for torchrun --max-restarts")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
-                   help="also save a checkpoint every STEPS steps within an epoch (0: at each epoch's end only); "
-                        "a resume continues from it exactly")
+    p.add_argument("--checkpoint-every", type=checkpoint_interval, default=(0, 0.0), metavar="STEPS|MINUTESm",
+                   help="also save a checkpoint every STEPS steps, or every MINUTES minutes (10m), within an epoch "
+                        "(0: at each epoch's end only); a resume continues from it exactly")
     return p
 
 
@@ -130,10 +141,9 @@ def prepare_run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Di
         config = config_from_args(args, defaults, None)
         folder = RunFolder(args.out or dist.broadcast_object(str(default_out(config)) if dist.is_main else None))
     try:
-        if args.checkpoint_every < 0:
-            raise ValueError(f"invalid --checkpoint-every: {args.checkpoint_every}; must be >= 0 (0: epoch ends only)")
+        steps, minutes = args.checkpoint_every
         trainer = Trainer(config, folder, progress=not args.no_progress, dist=dist,  # validates, loads the data
-                          checkpoint_every=args.checkpoint_every)
+                          checkpoint_every=steps, checkpoint_minutes=minutes)
         if args.resume:
             trainer.load_state_dict(folder.checkpoint())  # every rank reads the same file
         elif dist.is_main:

@@ -18,6 +18,7 @@ def test_a_warm_up_of_many_passes_is_named_with_a_length_that_fits():
     assert warmup_warning(1500, 32, 54000) is None  # MNIST: under one pass
     line = warmup_warning(1500, 32, 270)  # tiny data: 178 passes
     assert "178 passes over 270 examples" in line and "--tau-warmup-steps 25" in line
+    assert "only 30 steps" in warmup_warning(30, 32, 200) and "come out high" in warmup_warning(30, 32, 200)
 
 
 def test_an_implausible_estimate_is_never_silent():

@@ -448,6 +448,18 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identically(tmp_path):
     assert "partial" not in b  # the run's end is saved whole
 
 
+def test_checkpoint_every_minutes_becomes_steps_once_timed(tmp_path):
+    """--checkpoint-every 0.001m: after 21 timed steps the interval is a step count, the same on
+    every rank, and a mid-epoch checkpoint is written (batch 128: 43 steps an epoch)."""
+    trainer = Trainer(small(epochs=1), RunFolder(tmp_path), progress=False, log=lambda s: None, checkpoint_minutes=0.001)
+    saved = []
+    trainer._save_partial = lambda step, *rest: saved.append(step)
+    trainer.fit()
+    assert trainer.checkpoint_every >= 1 and saved and all(s % trainer.checkpoint_every == 0 for s in saved)
+    assert cli.build_parser().parse_args(["--checkpoint-every", "10m"]).checkpoint_every == (0, 10.0)
+    assert cli.build_parser().parse_args(["--checkpoint-every", "250"]).checkpoint_every == (250, 0.0)
+
+
 def test_auto_resume_starts_then_continues_with_one_command_line(tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--auto-resume", "--batch-size", "512", "--reference", "--no-progress", "--out", str(out)]

@@ -8,6 +8,7 @@ KEPT_SLACK_PCT = 5.0
 # The warm-up of --tau auto: longer than this many passes over the data and the network memorises
 # the noisy labels (the estimate then falls); a rate outside this range is implausible.
 WARMUP_EPOCHS_MAX = 5.0
+WARMUP_STEPS_MIN = 200  # fewer, and the network has not learnt the classes: the estimate comes out high
 PLAUSIBLE_RATE = (0.005, 0.9)
 
 
@@ -22,8 +23,11 @@ def masking_warning(kept_pct: float, tau: float) -> str | None:
 
 
 def warmup_warning(steps: int, batch_size: int, num_examples: int) -> str | None:
-    """A --tau auto warm-up long enough to memorise the noisy labels."""
+    """A --tau auto warm-up too short to learn the classes, or long enough to memorise the noisy labels."""
     epochs = steps * batch_size / max(num_examples, 1)
+    if steps < WARMUP_STEPS_MIN:
+        return (f"the --tau auto warm-up runs only {steps} steps: the network may not have learnt the classes and the "
+                f"estimate come out high; {WARMUP_STEPS_MIN} or more is safer")
     if epochs <= WARMUP_EPOCHS_MAX:
         return None
     suggested = max(1, round(3 * num_examples / batch_size))

@@ -61,6 +61,8 @@ class RunStopped(Exception):
 
 # Under torchrun the ranks agree to stop every this many steps (one all-reduce of a flag).
 STOP_CHECK_STEPS = 20
+# --checkpoint-every in minutes becomes steps after this many steps are timed.
+TIMED_STEPS = 21
 
 
 def loss_fn(name: str, logits: Tensor, target: Tensor) -> Tensor:
@@ -76,7 +78,8 @@ class Trainer:
     (None: write nothing, as the benchmarks do)."""
 
     def __init__(self, config: TrainConfig, folder: RunFolder | None, progress: bool = True,
-                 log: Callable[[str], None] = print, dist: Distributed = SINGLE, checkpoint_every: int = 0) -> None:
+                 log: Callable[[str], None] = print, dist: Distributed = SINGLE, checkpoint_every: int = 0,
+                 checkpoint_minutes: float = 0.0) -> None:
         config.validate()
         self.config, self.dist = config, dist
         self.folder = folder if dist.is_main else None  # only the main rank writes
@@ -110,6 +113,8 @@ class Trainer:
         self.saved_epoch = 0  # the epoch of the run folder's checkpoint (0: none) ...
         self.saved_step = 0  # ... and the step of the next epoch it holds (0: the epoch's end)
         self.checkpoint_every = checkpoint_every  # steps between mid-epoch checkpoints (0: epoch ends only)
+        self.checkpoint_minutes = checkpoint_minutes  # or minutes, turned into steps once measured
+        self._timed_steps, self._timing_from = 0, 0.0
         self.stop_signal: str | None = None  # set by a signal handler: save and stop after this step
         self._partial: dict[str, Any] | None = None
         self._warned_masking = False  # CDR masking less than tau: said once
@@ -219,6 +224,7 @@ class Trainer:
             done += 1
             if done == steps:
                 break  # the epoch's end is saved whole (fit), a stop asked now included
+            self._minutes_to_steps(time.perf_counter())
             stop = self._stop_agreed(done)
             if stop or (self.checkpoint_every and done % self.checkpoint_every == 0):
                 self._save_partial(done, gen, metrics, time.perf_counter() - t0)
@@ -242,6 +248,21 @@ class Trainer:
         }
         stats["epoch_time_s"] = time.perf_counter() - t0
         return stats
+
+    def _minutes_to_steps(self, now: float) -> None:
+        """``checkpoint_minutes`` as a step count, measured once over this process's first
+        ``TIMED_STEPS`` steps on rank 0 and shared: every rank then checkpoints at the same steps."""
+        if not self.checkpoint_minutes or self.checkpoint_every:
+            return
+        self._timed_steps += 1
+        if self._timed_steps == 1:
+            self._timing_from = now
+        elif self._timed_steps == TIMED_STEPS:
+            per_step = (now - self._timing_from) / (TIMED_STEPS - 1)
+            steps = self.dist.broadcast_object(max(1, round(60 * self.checkpoint_minutes / per_step)))
+            self.checkpoint_every = steps
+            self.log(f"checkpoint every {steps} steps (about {self.checkpoint_minutes:g} minutes at "
+                     f"{1e3 * per_step:.1f} ms a step)")
 
     def _stop_agreed(self, step: int, epoch_end: bool = False) -> bool:
         """Whether every rank stops after this step: a signal asked one to (``stop_signal``). One
