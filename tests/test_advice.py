@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from cdr_fast.training.advice import estimate_warning, masking_warning, warmup_warning
+from cdr_fast.training.advice import estimate_warning, fitted_warmup, masking_warning, warmup_warning
 
 
 def test_masking_less_than_tau_is_named_with_the_measured_share():
@@ -14,10 +14,15 @@ def test_masking_less_than_tau_is_named_with_the_measured_share():
     assert masking_warning(100.0, 0.0) is None and masking_warning(math.nan, 0.4) is None  # no CDR, no masking
 
 
-def test_a_warm_up_of_many_passes_is_named_with_a_length_that_fits():
-    assert warmup_warning(1500, 32, 54000) is None  # MNIST: under one pass
-    line = warmup_warning(1500, 32, 270)  # tiny data: 178 passes
-    assert "178 passes over 270 examples" in line and "--tau-warmup-steps 25" in line
+def test_a_warm_up_of_many_passes_is_cut_and_a_short_one_named():
+    assert fitted_warmup(1500, 32, 54000) == (1500, None)  # MNIST: under one pass
+    assert fitted_warmup(1500, 32, 5400) == (1500, None)  # mnist-mini: 8.9 passes, as the README measured
+    steps, line = fitted_warmup(1500, 32, 270)  # tiny data: 178 passes, cut to the 300-step floor
+    assert steps == 300 and "178 passes over 270 examples" in line and "running 300 steps" in line
+    assert "give --tau a rate" in line  # 300 steps are still 36 passes there
+    steps, line = fitted_warmup(20000, 32, 5400)  # 119 passes, cut to 3 (506 steps)
+    assert steps == 506 and "rough" not in line
+    assert warmup_warning(1500, 32, 54000) is None
     assert "only 30 steps" in warmup_warning(30, 32, 200) and "come out high" in warmup_warning(30, 32, 200)
 
 

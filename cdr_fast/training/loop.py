@@ -38,7 +38,7 @@ from ..engines import resolve_engine
 from ..estimate import NoiseEstimate, estimate_noise, warm_up_probabilities
 from ..models import build_model
 from ..optim import CDRSGD
-from .advice import estimate_warning, masking_warning, warmup_warning
+from .advice import estimate_warning, fitted_warmup, masking_warning, warmup_warning
 from .checkpoint import CHECKPOINT_FORMAT, check_compatible
 from .config import TrainConfig, resolve_device
 from .metrics import EpochMetrics, accuracy, format_epoch
@@ -158,7 +158,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- tau "auto"
 
-    def estimate_noise(self) -> NoiseEstimate:
+    def estimate_noise(self, steps: int | None = None) -> NoiseEstimate:
         """Warm a fresh network up on the noisy labels, estimate the noise rate from its
         probabilities (``cdr_fast.estimate``) and make it CDR's tau. The main network and its
         data order are untouched: the warm-up uses a model and a generator of its own."""
@@ -166,7 +166,7 @@ class Trainer:
         shape = d.train_x.shape
         torch.manual_seed(cfg.seed + 1)
         warm = build_model(cfg.model, shape[1], d.num_classes, shape[-1]).to(self.device)
-        probs = warm_up_probabilities(warm, d.train_x, d.train_y, steps=cfg.tau_warmup_steps,
+        probs = warm_up_probabilities(warm, d.train_x, d.train_y, steps=steps or cfg.tau_warmup_steps,
                                       batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                                       weight_decay=cfg.weight_decay, seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
         estimate = estimate_noise(probs, d.train_y)
@@ -303,10 +303,11 @@ class Trainer:
         for tensor in self.model.state_dict().values():  # the same seed (or checkpoint) made the
             self.dist.broadcast_(tensor)                  # replicas equal; make sure, as DDP does
         if self.config.estimates_tau and self.noise_estimate is None:
-            n, batch, steps = self.data.train_x.shape[0], self.config.batch_size, self.config.tau_warmup_steps
-            self._warn(warmup_warning(steps, batch, n))
-            estimate = self.estimate_noise()
-            self.log(f"estimated noise rate {estimate.rate:.3f} after {self.config.tau_warmup_steps} warm-up steps: "
+            n, batch = self.data.train_x.shape[0], self.config.batch_size
+            steps, cut = fitted_warmup(self.config.tau_warmup_steps, batch, n)
+            self._warn(cut or warmup_warning(steps, batch, n))
+            estimate = self.estimate_noise(steps)
+            self.log(f"estimated noise rate {estimate.rate:.3f} after {steps} warm-up steps: "
                      f"tau = {self.optimizer.param_groups[0]['tau']:.3f}")
             self._warn(estimate_warning(estimate.rate, steps, batch, n))
             if self.folder is not None:
