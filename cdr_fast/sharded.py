@@ -75,9 +75,6 @@ class ShardedState:
     def release(self) -> None:
         """Nothing to release: no hooks, no buffers of its own."""
 
-    def zero_grad(self, set_to_none: bool) -> None:
-        raise NotImplementedError  # FSDP2's shards: CDRSGD uses torch's own zero_grad
-
     @torch.no_grad()
     def step(self, state: dict, *, exact: bool, seed: int) -> tuple[Tensor, Tensor, int] | None:
         """One step of every group on this rank's shards; returns the threshold, the kept count

@@ -28,11 +28,15 @@ def score_inputs(kind: str, n: int, gen: torch.Generator):
 
 
 def reference_step(w, g, buf, w0, thr, n_scored, lr, momentum, wd, rdi_coef, clip, mask):
-    """The fused step's contract written in float64 torch ops."""
-    w, g, buf, w0 = (t.double() for t in (w, g, buf, w0))
-    keep = torch.zeros_like(w, dtype=torch.bool)
+    """The fused step's contract: the mask from the float32 scores against the float32 threshold
+    (as every engine and the published code compute them: a score within rounding of the
+    threshold is decided there), the arithmetic in float64."""
+    keep = torch.zeros(w.shape, dtype=torch.bool)
     if mask:
-        keep[:n_scored] = (g[:n_scored] * w[:n_scored]).abs() >= thr
+        scores = torch.mul(g[:n_scored].float(), w[:n_scored].float()).abs()
+        keep[:n_scored] = scores >= torch.as_tensor(thr, dtype=torch.float32)
+    w, g, buf, w0 = (t.double() for t in (w, g, buf, w0))
+    if mask:
         g = g.clone()
         g[:n_scored] = torch.where(keep[:n_scored], clip * g[:n_scored], 0.0)
     d = g + wd * w + rdi_coef * (w - w0)
