@@ -253,7 +253,15 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
 
 
 if __name__ == "__main__":
-    status = main()
+    try:
+        status = main()
+    except KeyboardInterrupt as stop:  # between the steps that handle it themselves (a collective, say)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"\n{stop_word(stop)}: the run's folder holds what it had saved", file=sys.stderr)
+        status = getattr(stop, "status", 130)
+    finally:  # the run is over (argparse's exits included): a late signal ends the process quietly,
+        for _signal in (signal.SIGTERM, signal.SIGUSR1):  # with no traceback from the interpreter's teardown
+            signal.signal(_signal, signal.SIG_DFL)
     if launch.launched():
         launch.exit_process(status)  # main() has left the process group; see launch.exit_process
     sys.exit(status)
