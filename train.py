@@ -108,6 +108,11 @@ def noise_words(config: TrainConfig, realised: float) -> str:
     return f"{config.noise_type} noise {config.noise_rate:.0%} ({wrong} after it)"
 
 
+def launcher(dist: Distributed) -> str:
+    """The command that started this run, as a resume hint should repeat it."""
+    return f"torchrun --nproc_per_node={dist.world_size} train.py" if dist.enabled else "python train.py"
+
+
 def stop_word(stop: KeyboardInterrupt) -> str:
     return f"stopped by {stop.args[0]}" if isinstance(stop, Stopped) else "interrupted"
 
@@ -222,8 +227,7 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
     except RunStopped as stop:
         where = (f"after step {stop.step} of epoch {trainer.epoch + 1}" if stop.step else
                  f"after epoch {trainer.saved_epoch}")
-        launcher = f"torchrun --nproc_per_node={dist.world_size} train.py" if dist.enabled else "python train.py"
-        say(f"stopped by {stop.signal_name} {where}, which is saved; continue with: {launcher} --resume --out "
+        say(f"stopped by {stop.signal_name} {where}, which is saved; continue with: {launcher(dist)} --resume --out "
             f"{folder.path}", file=sys.stderr)
         return Stopped.status
     except TrainingDiverged as err:
@@ -234,14 +238,13 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
         say(f"error: cannot write to {folder.path} ({err.strerror or err}); stopped, {kept}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
-        launcher = f"torchrun --nproc_per_node={dist.world_size} train.py" if dist.enabled else "python train.py"
         if trainer.saved_epoch == 0:
             say(f"\n{stop_word(stop)} during epoch {trainer.epoch + 1}: no epoch finished, so nothing was saved in "
                 f"{folder.path}; run the same command again to start over", file=sys.stderr)
         else:
             saved = "epoch 1 is" if trainer.saved_epoch == 1 else f"epochs 1-{trainer.saved_epoch} are"
             say(f"\n{stop_word(stop)} during epoch {trainer.epoch + 1}; {saved} saved. Continue "
-                f"with: {launcher} --resume --out {folder.path} (epoch {trainer.saved_epoch + 1} restarts "
+                f"with: {launcher(dist)} --resume --out {folder.path} (epoch {trainer.saved_epoch + 1} restarts "
                 "from its beginning)", file=sys.stderr)
         return getattr(stop, "status", 130)
     say(

@@ -129,9 +129,6 @@ class SparseTables:
         self._sizes = [RowSlots.size(dist, max_rows, p.shape[1], p.shape[0]) for p, max_rows in self._riders]
         self.slots: dict[int, RowSlots] = {}
 
-    def __contains__(self, p: Tensor) -> bool:
-        return any(p is q for _, q in self.members)
-
     @property
     def extra(self) -> int:
         return sum(self._sizes)

@@ -58,7 +58,6 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("npz", _user(load_npz, "the npz file"), user_data=True),
 )}
 BUILT_IN = tuple(name for name, spec in DATASETS.items() if not spec.user_data)
-USER_DATASETS = tuple(name for name, spec in DATASETS.items() if spec.user_data)
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -98,5 +97,5 @@ def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator) -
     return padded[batch, chan, rows, cols]
 
 
-__all__ = ["BUILT_IN", "DATASETS", "USER_DATASETS", "Dataset", "DatasetError", "DatasetSpec", "dataset_spec",
+__all__ = ["BUILT_IN", "DATASETS", "Dataset", "DatasetError", "DatasetSpec", "dataset_spec",
            "load_dataset", "random_crop_flip", "validation_split"]

@@ -229,7 +229,7 @@ class Trainer:
             if stop or (self.checkpoint_every and done % self.checkpoint_every == 0):
                 self._save_partial(done, gen, metrics, time.perf_counter() - t0)
             if stop:
-                raise RunStopped(self.stop_signal or "a signal on another rank", done, steps)
+                raise self._stopped(done, steps)
         bar.close()
         self.scheduler.step()
         metrics.reduce(self.dist)
@@ -274,6 +274,9 @@ class Trainer:
             return False
         flag = torch.tensor(int(self.stop_signal is not None), device=self.device)
         return bool(self.dist.all_reduce_(flag, "max").item())
+
+    def _stopped(self, step: int, steps: int) -> RunStopped:
+        return RunStopped(self.stop_signal or "a signal on another rank", step, steps)
 
     def _save_partial(self, step: int, gen: torch.Generator, metrics: EpochMetrics, elapsed: float) -> None:
         """A mid-epoch checkpoint: everything ``state_dict`` holds, plus where the epoch stands
@@ -324,7 +327,7 @@ class Trainer:
                 self._warned_masking = self._warn(masking_warning(stats["kept_pct"],
                                                                   self.optimizer.param_groups[0]["tau"]))
             if self.epoch < self.config.epochs and self._stop_agreed(0, epoch_end=True):
-                raise RunStopped(self.stop_signal or "a signal on another rank", 0, 0)
+                raise self._stopped(0, 0)
         summary = self.summary()
         if self.folder is not None:
             if self.aux is not None:
