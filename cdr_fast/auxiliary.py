@@ -79,6 +79,10 @@ class AuxBias(nn.Module):
         return {"params": [self.weight], "score": False, "momentum": momentum, "weight_decay": weight_decay,
                 "rdi_lambda": 0.0, **options}
 
+    def offsets(self) -> Tensor:
+        """Every example's offsets ``lam * B[i]`` (n x classes), detached."""
+        return self.lam * self.weight.detach()
+
     def forward(self, logits: Tensor, idx: Tensor) -> Tensor:
         if not self.training:
             return logits

@@ -72,8 +72,15 @@ BUGS = [
         ("tests/test_training.py",)),
     Bug("aux_in_eval", "cdr_fast/auxiliary.py", "        if not self.training:\n            return logits\n", "",
         ("tests/test_auxiliary.py",)),
-    Bug("detector_margin_sign", "cdr_fast/detect.py", "return Suspects(lam * (given - others.max(1).values), suggested)",
-        "return Suspects(lam * (others.max(1).values - given), suggested)", ("tests/test_detect.py",)),
+    Bug("detector_margin_sign", "cdr_fast/detection/scores.py",
+        "return Suspects(o[np.arange(s.size), s] - other_max,", "return Suspects(other_max - o[np.arange(s.size), s],",
+        ("tests/test_detect.py",)),
+    Bug("calibration_by_true_class", "cdr_fast/detection/confident.py", "* label_counts[:, None], 0.0)",
+        "* label_counts[None, :], 0.0)", ("tests/test_detect.py",)),
+    Bug("posterior_noise_by_rows", "cdr_fast/detection/scores.py", "given_if_true = q / q.sum(0, keepdims=True)",
+        "given_if_true = q / q.sum(1, keepdims=True)", ("tests/test_detect.py",)),
+    Bug("evidence_lost_on_resume", "cdr_fast/training/loop.py", "        self.evidence.load_state_dict(state[\"evidence\"])\n",
+        "", ("tests/test_training.py::test_resume_continues_exactly",)),
 ]
 
 

@@ -1,53 +1,293 @@
-"""The detectors of cdr_fast.detect on cases worked out by hand."""
+"""The label detectors (cdr_fast.detection) on cases worked out by hand, and against brute-force
+implementations of their definitions on random inputs."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from cdr_fast.detect import aux_suspects, precision_recall, small_loss_suspects
+from cdr_fast.detection import (
+    EvidenceAccumulator,
+    accumulated_margin,
+    auroc,
+    aux_offsets,
+    average_precision,
+    confident_learning,
+    correction_accuracy,
+    judge,
+    noise_posterior,
+    precision_recall,
+    small_loss,
+)
+from cdr_fast.detection.confident import confident_joint
+from cdr_fast.detection.scores import margin
+from cdr_fast.detection.evidence import Evidence, load_evidence
+
+
+# ---------------------------------------------------------------- the scores
+
+def test_small_loss_is_minus_log_p_of_the_given_label_and_suggests_the_best_other_class():
+    probs = np.array([[0.7, 0.2, 0.1],
+                      [0.25, 0.25, 0.5],   # given 2; the others tie: the lowest index, 0
+                      [0.1, 0.6, 0.3],
+                      [0.0, 1.0, 0.0]])    # given 0 with probability 0: an infinite loss, ranked first
+    labels = np.array([0, 2, 0, 0])
+    score, suggested = small_loss(probs, labels)
+    assert score[:3] == pytest.approx([-math.log(0.7), -math.log(0.5), -math.log(0.1)], rel=1e-12)
+    assert score[3] == math.inf
+    assert suggested.tolist() == [1, 0, 1, 1]
 
 
 def test_aux_score_is_the_offsets_margin_for_the_given_label_and_the_suggestion_their_minimum():
-    table = torch.tensor([[2.0, -1.0, 0.5],    # given 0: margin 2 - 0.5 = 1.5; pushed down most: 1
-                          [0.0, 0.0, 0.0],     # given 2: all equal, margin 0; suggestion: the first other, 0
-                          [-1.0, 3.0, -2.0],   # given 1: margin 3 - (-1) = 4; pushed down most: 2
-                          [1.0, 4.0, -3.0]])   # given 0: margin 1 - 4 = -3 (another label carries more)
-    labels = torch.tensor([0, 2, 1, 0])
-    score, suggested = aux_suspects(table, labels, lam=0.5)
-    torch.testing.assert_close(score, 0.5 * torch.tensor([1.5, 0.0, 4.0, -3.0]), rtol=0, atol=0)
+    offsets = 0.5 * np.array([[2.0, -1.0, 0.5],    # given 0: margin 2 - 0.5 = 1.5; pushed down most: 1
+                              [0.0, 0.0, 0.0],     # given 2: all equal, margin 0; suggestion: the first other, 0
+                              [-1.0, 3.0, -2.0],   # given 1: margin 3 - (-1) = 4; pushed down most: 2
+                              [1.0, 4.0, -3.0]])   # given 0: margin 1 - 4 = -3 (another label carries more)
+    labels = torch.tensor([0, 2, 1, 0])  # a tensor works as well as an array
+    score, suggested = aux_offsets(offsets, labels)
+    assert score.tolist() == (0.5 * np.array([1.5, 0.0, 4.0, -3.0])).tolist()
     assert suggested.tolist() == [1, 0, 2, 2]
-    assert all(s != y for s, y in zip(suggested.tolist(), labels.tolist()))  # never the given label
 
 
-def test_aux_suspects_of_a_single_example_and_two_classes():
-    score, suggested = aux_suspects(torch.tensor([[0.25, -0.75]]), torch.tensor([1]), lam=2.0)
-    assert score.tolist() == [2.0 * (-0.75 - 0.25)] and suggested.tolist() == [0]
+def test_the_accumulated_margin_is_the_mean_over_epochs_of_each_epochs_margin():
+    labels = torch.tensor([0, 1])
+    epoch1 = torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]])  # margins: 0.3 - 0.6 = -0.3; 0.5 - 0.2 = 0.3
+    epoch2 = torch.tensor([[0.2, 0.1, 0.7], [0.1, 0.8, 0.1]])  # margins: 0.7 - 0.2 = 0.5; 0.1 - 0.8 = -0.7
+    acc = EvidenceAccumulator(2, 3, torch.device("cpu"))
+    acc.add_epoch(epoch1, labels)
+    acc.add_epoch(epoch2, labels)
+    probs_mean, margin_mean = acc.means()
+    np.testing.assert_allclose(margin_mean, [0.1, -0.2], rtol=1e-6)  # not the margin of the mean (0.3, -0.3)
+    np.testing.assert_allclose(probs_mean, ((epoch1 + epoch2) / 2).double().numpy(), rtol=1e-6)
+    score, suggested = accumulated_margin(margin_mean, probs_mean, labels)
+    np.testing.assert_allclose(score, [0.1, -0.2], rtol=1e-6)
+    assert suggested.tolist() == [2, 0]  # mean probabilities: [0.4, 0.2, 0.4] -> 2; [0.3, 0.5, 0.2] -> 0
 
 
-def test_small_loss_is_the_per_example_cross_entropy_and_the_prediction():
-    model = nn.Linear(2, 3, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
-    x = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0]])  # logits [2,0,0], [0,0,0], [0,3,0]
-    labels = torch.tensor([0, 2, 0])
-    score, predicted = small_loss_suspects(model, x, labels, batch_size=2)  # two batches, one of one
-    expected = [math.log(1 + 2 * math.exp(-2)), math.log(3), 3 + math.log(1 + 2 * math.exp(-3))]
-    torch.testing.assert_close(score, torch.tensor(expected), rtol=1e-6, atol=1e-6)
-    assert predicted.tolist() == [0, 0, 1] and not model.training
+def test_the_noise_posterior_by_hand():
+    joint = np.array([[0.3, 0.1, 0.0],   # a tenth of everything is a true 1 labelled 0
+                      [0.0, 0.3, 0.0],
+                      [0.0, 0.0, 0.3]])
+    # P(given 0 | true 0) = 1, P(given 0 | true 1) = 0.1 / 0.4 = 0.25, P(given 1 | true 1) = 0.75,
+    # P(given 2 | true 2) = 1, every other 0
+    probs = np.array([[0.5, 0.4, 0.1], [0.5, 0.4, 0.1], [0.2, 0.7, 0.1]])
+    score, suggested = noise_posterior(probs, np.array([0, 1, 0]), joint, smoothing=0.0)
+    # [0.5, 0.1, 0] / 0.6: 1/6 - 5/6; [0, 0.3, 0]: 0 - 1 (the others tie at 0: class 0);
+    # [0.2, 0.175, 0] / 0.375: 7/15 - 8/15
+    np.testing.assert_allclose(score, [-2 / 3, -1.0, -1 / 15], rtol=1e-12)
+    assert suggested.tolist() == [1, 0, 1]
+
+
+def test_the_noise_posterior_under_symmetric_noise_and_under_overwhelming_smoothing(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    m, rate, n = 4, 0.3, 200
+    joint = (np.full((m, m), rate / (m - 1)) + np.eye(m) * (1 - rate - rate / (m - 1))) / m  # uniform priors
+    probs = rng.dirichlet(np.ones(m), size=n)
+    labels = rng.integers(0, m, n)
+    rows = np.arange(n)
+    # by hand: P(given y | true y) = 1 - r, P(given y | true j) = r / (m - 1)
+    weight = np.where(np.eye(m)[labels] == 1, 1 - rate, rate / (m - 1))
+    posterior = probs * weight / (probs * weight).sum(1, keepdims=True)
+    others = np.where(np.eye(m)[labels] == 1, -1.0, posterior)
+    score, suggested = noise_posterior(probs, labels, joint, smoothing=0.0)
+    np.testing.assert_allclose(score, others.max(1) - posterior[rows, labels], rtol=1e-9, atol=1e-12)
+    assert (suggested == others.argmax(1)).all() and (suggested != labels).all()
+    # an overwhelming smoothing makes the noise uniform: the posterior is the probabilities themselves
+    plain = noise_posterior(probs, labels, joint, smoothing=1e9).score
+    np.testing.assert_allclose(plain, margin(probs, labels), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("probs, labels, message", [
+    (np.ones((3,)), np.zeros(3, dtype=int), r"shape \(3,\)"),
+    (np.ones((3, 1)), np.zeros(3, dtype=int), "at least 2 classes"),
+    (np.full((2, 3), 1 / 3), np.array([0, 3]), "label 3 is outside the 3 classes"),
+    (np.full((2, 3), 1 / 3), np.array([0, -1]), "label -1 is outside"),
+    (np.full((2, 3), 1 / 3), np.array([0.0, 1.0]), "integers"),
+    (np.full((2, 3), 1 / 3), np.array([0, 1, 2]), "2 integers"),
+])
+def test_bad_inputs_are_one_clear_error(probs, labels, message):
+    for detector in (small_loss, confident_learning):
+        with pytest.raises(ValueError, match=message):
+            detector(probs, labels)
+
+
+# ---------------------------------------------------------------- confident learning
+
+HAND_PROBS = np.array([
+    [0.8, 0.1, 0.1],  # 0: labelled 0
+    [0.6, 0.3, 0.1],  # 1: labelled 0
+    [0.1, 0.8, 0.1],  # 2: labelled 0, looks like a 1
+    [0.2, 0.7, 0.1],  # 3: labelled 1
+    [0.1, 0.9, 0.0],  # 4: labelled 1
+    [0.7, 0.2, 0.1],  # 5: labelled 1, looks like a 0
+    [0.1, 0.1, 0.8],  # 6: labelled 2
+    [0.0, 0.4, 0.6],  # 7: labelled 2, below every threshold: not counted
+])
+HAND_LABELS = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+
+
+def test_confident_learning_on_a_case_worked_by_hand():
+    cl = confident_learning(HAND_PROBS, HAND_LABELS)
+    # t_j: the mean p_j over the examples labelled j
+    np.testing.assert_allclose(cl.thresholds, [(0.8 + 0.6 + 0.1) / 3, (0.7 + 0.9 + 0.2) / 3, (0.8 + 0.6) / 2])
+    # t = (0.5, 0.6, 0.7): examples 0, 1 -> 0; 2 -> 1; 3, 4 -> 1; 5 -> 0; 6 -> 2; 7 reaches none
+    assert cl.joint.tolist() == [[2, 1, 0], [1, 2, 0], [0, 0, 1]]
+    # rows rescaled to the label counts (3, 3, 2): [2, 1, 0], [1, 2, 0], [0, 0, 2]; sum 8
+    np.testing.assert_allclose(cl.calibrated, np.array([[2, 1, 0], [1, 2, 0], [0, 0, 2]]) / 8)
+    assert cl.noise_rate == pytest.approx(0.25)
+    # n * Q = 1 for cells (0, 1) and (1, 0): the largest margins p1 - p0 among the 0s (example 2)
+    # and p0 - p1 among the 1s (example 5)
+    assert np.flatnonzero(cl.flagged).tolist() == [2, 5]
+    assert cl.suggested.tolist() == [1, 1, 1, 0, 0, 0, 0, 1]  # flagged: their cell; others: best other class
+    margins = [0.1 - 0.8, 0.3 - 0.6, 0.8 - 0.1, 0.2 - 0.7, 0.1 - 0.9, 0.7 - 0.2, 0.1 - 0.8, 0.4 - 0.6]
+    np.testing.assert_allclose(cl.score, np.array(margins) + 2.0 * cl.flagged)
+
+
+def test_the_confident_joint_counts_the_most_probable_of_several_classes_above_threshold():
+    probs = np.array([[0.35, 0.6, 0.05], [0.5, 0.45, 0.05], [0.2, 0.2, 0.6]])
+    joint, confident = confident_joint(probs, np.array([0, 0, 2]), np.array([0.3, 0.3, 0.9]))
+    assert confident.tolist() == [1, 0, -1]  # both of 0 and 1 reach 0.3: the larger wins; 0.6 < 0.9
+    assert joint.tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 0]]
+
+
+def brute_force_confident_learning(p: np.ndarray, s: np.ndarray):
+    """The paper's definitions, one example at a time."""
+    n, m = p.shape
+    t = [np.mean([p[x, j] for x in range(n) if s[x] == j]) for j in range(m)]
+    C = np.zeros((m, m), dtype=int)
+    for x in range(n):
+        above = [j for j in range(m) if p[x, j] >= t[j]]
+        if above:
+            C[s[x], max(above, key=lambda j: p[x, j])] += 1
+    Q = np.array([[C[i, j] / C[i].sum() * (s == i).sum() if C[i].sum() else 0.0 for j in range(m)]
+                  for i in range(m)])
+    Q /= Q.sum()
+    flagged = set()
+    for i in range(m):
+        for j in range(m):
+            if i != j:
+                members = sorted((x for x in range(n) if s[x] == i), key=lambda x: -(p[x, j] - p[x, i]))
+                flagged |= set(members[:int(round(n * Q[i, j]))])
+    return C, Q, sorted(flagged)
+
+
+@pytest.mark.parametrize("n, m", [(300, 4), (57, 3), (10, 2)])
+def test_confident_learning_equals_the_definitions_one_example_at_a_time(fresh_seed, n, m):
+    rng = np.random.default_rng(fresh_seed)
+    labels = np.r_[np.arange(m), rng.integers(0, m, n - m)]  # every class labelled at least once
+    logits = rng.normal(size=(n, m)) * 2 + 3 * np.eye(m)[labels] * (rng.random(n) > 0.3)[:, None]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    cl = confident_learning(probs, labels)
+    C, Q, flagged = brute_force_confident_learning(probs, labels)
+    assert cl.joint.tolist() == C.tolist()
+    np.testing.assert_allclose(cl.calibrated, Q, rtol=1e-12)
+    assert np.flatnonzero(cl.flagged).tolist() == flagged
+    assert all(cl.suggested[x] != labels[x] for x in range(n))
+
+
+def test_confident_learning_of_clean_confident_labels_flags_nothing():
+    probs = np.eye(3)[[0, 1, 2, 1]] * 0.9 + 0.1 / 3
+    cl = confident_learning(probs, np.array([0, 1, 2, 1]))
+    assert not cl.flagged.any() and cl.noise_rate == pytest.approx(0.0)
+
+
+def test_a_class_nobody_is_labelled_with_has_no_threshold_and_counts_nothing():
+    probs = np.array([[0.1, 0.1, 0.8], [0.7, 0.2, 0.1]])
+    cl = confident_learning(probs, np.array([0, 0]))  # no example is labelled 1 or 2
+    assert np.isnan(cl.thresholds[1:]).all() and cl.thresholds[0] == pytest.approx(0.4)
+    assert cl.joint.tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 0]]
+
+
+# ---------------------------------------------------------------- the measures
+
+def brute_auroc(score, y):
+    pos, neg = score[y], score[~y]
+    return np.mean([(a > b) + 0.5 * (a == b) for a in pos for b in neg])
+
+
+def brute_average_precision(score, y):
+    return np.mean([(y & (score >= score[i])).sum() / (score >= score[i]).sum() for i in np.flatnonzero(y)])
+
+
+def test_auroc_and_average_precision_by_hand():
+    score, noisy = np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, False, True, False])
+    assert auroc(score, noisy) == pytest.approx(3 / 4)  # the pair (0.7, 0.8) is the one misordered
+    assert average_precision(score, noisy) == pytest.approx((1 + 2 / 3) / 2)
+    # a tie between a positive and a negative: half a pair; one threshold for both
+    tied, noisy = np.array([0.5, 0.5, 0.1]), np.array([True, False, False])
+    assert auroc(tied, noisy) == pytest.approx((0.5 + 1) / 2)
+    assert average_precision(tied, noisy) == pytest.approx(1 / 2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 500])
+def test_auroc_and_average_precision_equal_their_definitions(fresh_seed, n):
+    rng = np.random.default_rng(fresh_seed)
+    score = rng.integers(0, 5, n).astype(float)  # many ties
+    noisy = rng.random(n) < 0.4
+    if noisy.any() and not noisy.all():
+        assert auroc(score, noisy) == pytest.approx(brute_auroc(score, noisy), rel=1e-12)
+    if noisy.any():
+        assert average_precision(score, noisy) == pytest.approx(brute_average_precision(score, noisy), rel=1e-12)
+
+
+def test_undefined_measures_are_nan_and_nan_scores_are_refused():
+    assert math.isnan(auroc([0.1, 0.2], [True, True]))  # no clean example
+    assert math.isnan(auroc([], []))
+    assert math.isnan(average_precision([0.1, 0.2], [False, False]))  # nothing mislabelled
+    with pytest.raises(ValueError, match="1 scores are NaN"):
+        auroc([0.1, float("nan")], [True, False])
+    with pytest.raises(ValueError, match="one length"):
+        average_precision([0.1, 0.2], [True])
 
 
 def test_precision_and_recall_of_the_top_flagged():
-    score = torch.tensor([0.9, 0.1, 0.8, 0.7, 0.2, 0.6])
-    noisy = torch.tensor([True, False, False, True, True, False])
+    score = np.array([0.9, 0.1, 0.8, 0.7, 0.2, 0.6])
+    noisy = np.array([True, False, False, True, True, False])
     assert precision_recall(score, noisy, 3) == (pytest.approx(2 / 3), pytest.approx(2 / 3))  # 0, 2, 3 flagged
     assert precision_recall(score, noisy, 1) == (1.0, pytest.approx(1 / 3))
     assert precision_recall(score, noisy, 6) == (0.5, 1.0)
     assert precision_recall(score, noisy, 10) == (0.5, 1.0)  # more flags than examples: all of them
     p, r = precision_recall(score, noisy, 0)
     assert math.isnan(p) and math.isnan(r)
-    p, r = precision_recall(score, torch.zeros(6, dtype=torch.bool), 2)  # nothing is noisy
+    p, r = precision_recall(score, np.zeros(6, dtype=bool), 2)  # nothing is noisy
     assert p == 0.0 and math.isnan(r)
+
+
+def test_correction_accuracy_counts_only_flagged_examples_that_are_wrong():
+    given, clean = np.array([0, 1, 2, 0, 1]), np.array([1, 1, 0, 2, 1])  # 0, 2, 3 are wrong
+    flagged = np.array([True, True, True, False, False])  # 3 is wrong but not flagged; 1 is flagged but right
+    suggested = np.array([1, 0, 1, 2, 0])  # right for 0, wrong for 2
+    assert correction_accuracy(flagged, suggested, given, clean) == 0.5
+    assert math.isnan(correction_accuracy(np.zeros(5, bool), suggested, given, clean))
+    row = judge(np.array([3.0, 2.0, 1.0, 0.0, -1.0]), suggested, given, clean, flagged=3)
+    assert row["precision"] == pytest.approx(2 / 3) and row["recall"] == pytest.approx(2 / 3)
+    assert row["correction_accuracy"] == 0.5 and row["auroc"] == pytest.approx(4 / 6)
+
+
+# ---------------------------------------------------------------- the evidence file
+
+def test_evidence_round_trips_through_its_file_and_a_bad_file_is_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=5)
+    e = Evidence(index=np.arange(10, 15), given_label=np.array([0, 1, 2, 0, 1]), probs=p, probs_mean=p[::-1],
+                 margin_mean=rng.normal(size=5), epochs=4, clean_label=np.array([0, 1, 2, 2, 1]),
+                 aux_offsets=rng.normal(size=(5, 3)), estimated_noise_rate=0.2)
+    e.save(tmp_path / "evidence.npz")
+    back = load_evidence(tmp_path)  # the run folder, or the file
+    for name in ("index", "given_label", "clean_label"):
+        assert getattr(back, name).tolist() == getattr(e, name).tolist()
+    for name in ("probs", "probs_mean", "margin_mean", "aux_offsets"):
+        np.testing.assert_allclose(getattr(back, name), getattr(e, name), rtol=1e-6)  # stored as float32
+    assert back.epochs == 4 and back.estimated_noise_rate == 0.2
+    assert back.truly_noisy.tolist() == [False, False, False, True, False]
+    with pytest.raises(ValueError, match="cannot read the evidence"):
+        load_evidence(tmp_path / "missing")
+    np.savez(tmp_path / "other.npz", probs=p)
+    with pytest.raises(ValueError, match="not a cdr-fast evidence file"):
+        load_evidence(tmp_path / "other.npz")
+    with pytest.raises(ValueError, match="probs has 4 rows for 5 labels"):
+        Evidence(index=np.arange(5), given_label=np.zeros(5, int), probs=p[:4], probs_mean=p, margin_mean=p[:, 0],
+                 epochs=1)

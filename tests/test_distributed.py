@@ -221,6 +221,10 @@ def test_train_py_under_torchrun_is_the_single_process_run(tmp_path):
         for key in ("train_acc_noisy", "train_acc_clean", "memorised_noisy", "train_acc_noisy_aux", "val_acc",
                     "test_acc", "kept_pct"):
             assert h2[key] == pytest.approx(h1[key], abs=0.5), key
+    # The label evidence: every example's probabilities once per epoch, whichever rank saw it.
+    ev2, ev1 = a["evidence"]["probs_sum"], b["evidence"]["probs_sum"]
+    torch.testing.assert_close(ev2.sum(1), torch.ones(ev2.shape[0]), rtol=0, atol=1e-5)
+    assert (ev2 - ev1).abs().max() < 0.05  # the same network up to the rounding above
 
 
 def test_resume_under_torchrun_is_bit_identical_and_needs_the_same_world_size(tmp_path):
@@ -234,6 +238,7 @@ def test_resume_under_torchrun_is_bit_identical_and_needs_the_same_world_size(tm
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
     assert torch.equal(a["aux"]["weight"], b["aux"]["weight"])
+    assert all(torch.equal(a["evidence"][k], b["evidence"][k]) for k in ("probs_sum", "margin_sum"))
     # Another world size is refused with one line.
     single = subprocess.run([sys.executable, "train.py", "--resume", "--epochs", "3", "--out", str(tmp_path / "resumed")],
                             cwd=REPO, capture_output=True, text=True, timeout=120)

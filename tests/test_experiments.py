@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
+
 import pytest
 
 from cdr_fast.experiments import cli as experiments
@@ -179,3 +181,47 @@ def test_paired_differences_pair_runs_by_seed():
     (d,) = [d for d in paired_differences(rows, "test_acc_last") if d["method"] == "cdr"]
     assert d["seeds"] == 2 and d["mean_diff"] == 2.0  # (1 + 3) / 2, not the unpaired 87 - 60
     assert d["ci_low"] == pytest.approx(2 - 12.706 * (2 ** 0.5) / 2 ** 0.5, abs=1e-3)
+
+
+def test_detection_benchmark_recomputes_what_each_run_measured(tmp_path):
+    """Two seeds at 40% and one at 20%, two epochs each: the report, recomputed from the evidence
+    the runs kept, equals the rows each run measured while training (detection.csv)."""
+    assert experiments.main(["detection", "--datasets", "mnist-mini", "--noise-types", "pairflip", "--rates", "0.2",
+                             "0.4", "--seeds", "1", "2", "--epochs", "2", "--milestones", "--workers", "1",
+                             "--kfold", "mnist-mini_pairflip20_cdr_aux_lam1_alr0.3_s1", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "detection.csv").open()))
+    assert list(rows[0])[:6] == ["dataset", "noise_type", "noise_rate", "seed", "detector", "epoch"]
+    assert list(rows[0])[7:] == ["auroc", "average_precision", "precision", "recall", "correction_accuracy"]
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert [r.name for r in runs] == ["mnist-mini_pairflip20_cdr_aux_lam1_alr0.3_s1",
+                                      "mnist-mini_pairflip40_cdr_aux_lam1_alr0.3_s1",
+                                      "mnist-mini_pairflip40_cdr_aux_lam1_alr0.3_s2"]  # seed 2 only at 40%
+    for run in runs:
+        measured = list(csv.DictReader((run / "detection.csv").open()))
+        seed, rate = int(run.name[-1]), float(run.name.split("pairflip")[1][:2]) / 100
+        mine = [{k: v for k, v in r.items() if k not in ("dataset", "noise_type", "noise_rate", "seed")}
+                for r in rows if int(r["seed"]) == seed and float(r["noise_rate"]) == rate]
+        assert mine == measured
+        assert [r["epoch"] for r in measured] == ["1"] * 5 + ["2"] * 5 + ["final"] * 5
+        assert len(list((run / "evidence").glob("epoch_*.npz"))) == 2
+    table = (tmp_path / "detection.md").read_text()
+    assert "| mnist-mini | pairflip | 40% | 2 |" in table and "| mnist-mini | pairflip | 20% | 1 |" in table
+    assert (tmp_path / "detection_epochs_mnist-mini.png").read_bytes()[:4] == b"\x89PNG"
+    # K-fold: the same cell's detectors on in-sample and on 2-fold out-of-sample probabilities
+    kfold = list(csv.DictReader((tmp_path / "kfold.csv").open()))
+    assert [(r["probabilities"], r["detector"]) for r in kfold] == [
+        (reading, d) for reading in ("in-sample", "2-fold") for d in ("small_loss", "confident_learning",
+                                                                      "noise_posterior")]
+    in_sample = {r["detector"]: r for r in kfold if r["probabilities"] == "in-sample"}
+    final = {r["detector"]: r for r in rows if r["epoch"] == "final" and r["seed"] == "1" and r["noise_rate"] == "0.2"}
+    for d in ("small_loss", "confident_learning"):  # the in-sample reading is the run's own final one
+        assert in_sample[d]["average_precision"] == final[d]["average_precision"]
+    assert all(0.5 < float(r["auroc"]) <= 1 for r in kfold)  # two epochs of out-of-sample LeNet still rank
+
+
+def test_kfold_folds_are_balanced_and_seeded():
+    from cdr_fast.experiments.kfold import fold_of
+
+    folds = fold_of(11, 3, seed=5)
+    assert sorted(np.bincount(folds).tolist()) == [3, 4, 4]
+    assert (fold_of(11, 3, seed=5) == folds).all() and not (fold_of(11, 3, seed=6) == folds).all()

@@ -115,6 +115,18 @@ def test_resume_continues_exactly(tmp_path):
         assert all(torch.equal(pa[k], pb[k]) if isinstance(pa[k], torch.Tensor) else pa[k] == pb[k] for k in pa)
     strip = lambda h: [{k: v for k, v in s.items() if "time" not in k} for s in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
+    assert_same_evidence(tmp_path / "a", tmp_path / "b")
+
+
+def assert_same_evidence(a, b):
+    """The label evidence and the detectors' per-epoch rows continue across a resume bit for bit."""
+    import numpy as np
+
+    with np.load(a / "evidence.npz") as ea, np.load(b / "evidence.npz") as eb:
+        assert ea.files == eb.files and int(ea["epochs"]) == 3
+        for name in ea.files:
+            assert np.array_equal(ea[name], eb[name], equal_nan=True), name
+    assert (a / "detection.csv").read_text() == (b / "detection.csv").read_text()
 
 
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_and_says_so(tmp_path, capsys):
@@ -389,7 +401,7 @@ def test_the_summary_reports_test_accuracy_at_the_best_validation_epoch():
                                   (4, 70.0, 90.0, 5.0), (5, 40.0, 30.0, 4.0))]
     data = SimpleNamespace(realised_rate=0.4, train_x=torch.zeros(9, 1), val_x=torch.zeros(1, 1),
                            test_x=torch.zeros(2, 1))
-    summary = run_summary(small(epochs=5), history, data, model=None, aux=None, tau=0.4, estimated_rate=None,
+    summary = run_summary(small(epochs=5), history, data, detection=None, aux=None, tau=0.4, estimated_rate=None,
                           engine="reference", device="cpu", world_size=1)
     assert (summary["best_val_epoch"], summary["best_val_acc"], summary["test_acc_at_best_val"]) == (2, 70.0, 80.0)
     assert summary["test_acc_last"] == 30.0 and summary["epoch_time_s_median"] == 3.0
@@ -446,6 +458,7 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identically(tmp_path):
     strip = lambda h: [{k: v for k, v in s.items() if "time" not in k} for s in h]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
     assert "partial" not in b  # the run's end is saved whole
+    assert_same_evidence(tmp_path / "a", tmp_path / "b")
 
 
 def test_checkpoint_every_minutes_becomes_steps_once_timed(tmp_path):

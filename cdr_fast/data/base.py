@@ -22,3 +22,5 @@ class Dataset:
     # The true training labels where known: the built-in sets' own labels; for your data, the
     # npz's optional train_clean_labels; None when unknown.
     train_clean_labels: Tensor | None = None
+    class_names: list[str] | None = None  # None: the classes are their numbers
+    train_files: list[str] | None = None  # a folder dataset's image files, relative to its folder

@@ -27,6 +27,13 @@ NORMALISATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
 }
 
+# Class names where the classes are not their digits (the picture of suspects captions with them).
+CLASS_NAMES = {
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
 # The four IDX files of MNIST and Fashion-MNIST: uncompressed size and md5 of the uncompressed bytes.
 IDX_SIZES = {
     "train-images-idx3-ubyte": 47040016,
@@ -128,6 +135,7 @@ def load_idx_dataset(name: str, data_dir: str | Path | None) -> Dataset:
         normalise(arrays["t10k-images-idx3-ubyte"][:, None], name),
         torch.from_numpy(arrays["t10k-labels-idx1-ubyte"].astype(np.int64)),
         10,
+        class_names=CLASS_NAMES.get(name),
     )
 
 
@@ -187,4 +195,5 @@ def load_cifar10(data_dir: str | Path | None) -> Dataset:
         normalise(test_x, "cifar10"),
         torch.from_numpy(test_y),
         10,
+        class_names=CLASS_NAMES["cifar10"],
     )

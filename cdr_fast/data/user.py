@@ -120,7 +120,8 @@ def load_npz(path: Path) -> Dataset:
                    torch.from_numpy(clean) if clean is not None else None)
 
 
-def _read_split(folder: Path, classes: list[str] | None) -> tuple[list[np.ndarray], list[int], list[str]]:
+def _read_split(folder: Path, classes: list[str] | None
+                ) -> tuple[list[np.ndarray], list[int], list[str], list[str]]:
     from PIL import Image, UnidentifiedImageError
 
     if not folder.is_dir():
@@ -132,7 +133,7 @@ def _read_split(folder: Path, classes: list[str] | None) -> tuple[list[np.ndarra
             raise DatasetError(f"{folder}: no class folders")
     elif set(found) - set(classes):
         raise DatasetError(f"{folder}: class folder(s) {sorted(set(found) - set(classes))} are not in train/")
-    images, labels, mode, size = [], [], None, None
+    images, labels, names, mode, size = [], [], [], None, None
     for label, name in enumerate(classes):
         files = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
             if (folder / name).is_dir() else []
@@ -152,7 +153,8 @@ def _read_split(folder: Path, classes: list[str] | None) -> tuple[list[np.ndarra
                 raise DatasetError(f"{file}: image of shape {array.shape}, but the others are {size}")
             images.append(array)
             labels.append(label)
-    return images, labels, classes
+            names.append(f"{folder.name}/{name}/{file.name}")
+    return images, labels, classes, names
 
 
 def load_folder(root: Path) -> Dataset:
@@ -161,8 +163,8 @@ def load_folder(root: Path) -> Dataset:
                            + (" (for an npz file, use --dataset npz)" if root.suffix == ".npz" else ""))
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder")
-    train_images, train_labels, classes = _read_split(root / "train", None)
-    test_images, test_labels, _ = _read_split(root / "test", classes)
+    train_images, train_labels, classes, train_files = _read_split(root / "train", None)
+    test_images, test_labels, _, _ = _read_split(root / "test", classes)
     if not test_images:
         raise DatasetError(f"{root / 'test'}: no test images")
     train_x = _as_nchw(np.stack(train_images), str(root / "train"))
@@ -170,4 +172,5 @@ def load_folder(root: Path) -> Dataset:
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DatasetError(f"{root}: train images are {train_x.shape[1:]} but test images {test_x.shape[1:]}")
     train_t, test_t = _normalised(train_x, test_x)
-    return Dataset("folder", train_t, torch.tensor(train_labels), test_t, torch.tensor(test_labels), len(classes))
+    return Dataset("folder", train_t, torch.tensor(train_labels), test_t, torch.tensor(test_labels), len(classes),
+                   class_names=classes, train_files=train_files)

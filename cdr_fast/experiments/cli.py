@@ -4,6 +4,7 @@
         --epochs 10 --milestones 4 8 --out results/mnist
     python -m cdr_fast.experiments aux --dataset mnist --data-dir ../shared/data/mnist \\
         --aux-lrs 0.1 0.3 1 3 --baselines cdr --epochs 20 --milestones 10 20 --out results/mnist-aux
+    python -m cdr_fast.experiments detection --data-root ../shared/data --out results/detection
 
 Each command trains every cell it has not finished yet (a re-run resumes), then writes into
 --out: runs/<cell>/ (metrics, summary, checkpoint), the combined CSV, the Markdown table and the
@@ -21,12 +22,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..atomic_io import write_bytes_atomic, write_csv_atomic
-from ..checks import check_positive_int
-from ..data import DatasetError
+from ..checks import check_choice, check_positive_int
+from ..data import BUILT_IN, DatasetError
 from ..noise import NOISE_TYPES
 from ..training import METHODS, TrainConfig
 from ..training.flags import INTEGER, NUMBER, HelpFormatter, add_config_flags
+from .detection import report_detection
 from .grid import Cell, run_grid
+from .kfold import kfold_report
 from .report import (
     METHOD_LABELS,
     figure_aux_sweep,
@@ -41,6 +44,7 @@ from .stats import paired_differences, stats_markdown
 TABLE1_METHODS = ["sgd", "cdr", "aux", "cdr_aux"]
 TABLE1_NOISE = ["instance", "asymmetric", "pairflip", "symmetric"]
 TABLE1_RATES = [0.2, 0.4, 0.7]
+DETECTION_NOISE = ["symmetric", "pairflip", "instance", "asymmetric"]
 STATS_METRICS = {"test_acc_at_best_val": "Test accuracy at the best validation epoch",
                  "test_acc_last": "Test accuracy at the last epoch"}
 
@@ -76,6 +80,21 @@ def aux_cells(args: argparse.Namespace) -> list[Cell]:
     baselines = grid_cells(base_config(args), method=args.baselines, noise_type=args.noise_types,
                            noise_rate=args.rates, seed=args.seeds)
     return swept + baselines
+
+
+def detection_cells(args: argparse.Namespace) -> list[Cell]:
+    """Every (dataset, noise type, rate) with the first seed; the other seeds at ``--all-seeds-rates``.
+    Each run keeps every epoch's evidence, so the report can recompute any detector per epoch."""
+    cells = []
+    for dataset, noise, rate, seed in itertools.product(args.datasets, args.noise_types, args.rates, args.seeds):
+        if seed != args.seeds[0] and rate not in args.all_seeds_rates:
+            continue
+        data_dir = str(args.data_root / dataset) if args.data_root is not None else None
+        config = TrainConfig(method=args.method, dataset=dataset, data_dir=data_dir, noise_type=noise,
+                             noise_rate=rate, seed=seed, epochs=args.epochs, milestones=args.milestones,
+                             engine=args.engine, device=args.device)
+        cells.append(Cell(cell_name(config), config, keep_epoch_evidence=True))
+    return cells
 
 
 def finished_runs(runs: Path) -> dict[str, dict]:
@@ -132,9 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cdr_fast.experiments", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("table1", "aux"):
+    for name in ("table1", "aux", "detection"):
         s = sub.add_parser(name, formatter_class=HelpFormatter)
-        add_config_flags(s, ("dataset", "data_dir", "epochs", "milestones", "engine", "device"), dataset="mnist",
+        dataset = ("dataset", "data_dir") if name != "detection" else ()  # detection: --datasets, --data-root
+        add_config_flags(s, (*dataset, "epochs", "milestones", "engine", "device"), dataset="mnist",
                          epochs=10, milestones=[4, 8])
         s.add_argument("--rates", type=NUMBER, nargs="+", default=TABLE1_RATES, help="noise rates")
         s.add_argument("--seeds", type=int, nargs="+", default=[1], help="one run per seed")
@@ -152,16 +172,33 @@ def build_parser() -> argparse.ArgumentParser:
     aux.add_argument("--baselines", nargs="*", choices=[m for m, spec in METHODS.items() if not spec.aux], default=[],
                      help="methods without AUX to run once per noise type and rate, for comparison")
     aux.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=["symmetric"], help="noise types")
+    det = sub.choices["detection"]
+    det.set_defaults(rates=[0.2, 0.4], seeds=[1, 2, 3], epochs=20, milestones=[10, 20])
+    det.add_argument("--datasets", nargs="+", choices=BUILT_IN, default=["mnist", "fashion-mnist"], help="datasets")
+    det.add_argument("--data-root", type=Path, default=None,
+                     help="folder holding one folder per dataset (mnist/, fashion-mnist/)%(default).0s")
+    det.add_argument("--method", choices=tuple(METHODS), default="cdr_aux", help="what each run trains with")
+    det.add_argument("--noise-types", nargs="+", choices=NOISE_TYPES, default=DETECTION_NOISE, help="noise types")
+    det.add_argument("--all-seeds-rates", type=NUMBER, nargs="*", default=[0.4],
+                     help="rates that get every seed; the others get the first")
+    det.add_argument("--kfold", nargs="*", default=[], metavar="CELL",
+                     help="after the grid: K-fold out-of-sample probabilities for these finished cells (runs/ "
+                          "folder names), against their in-sample evidence (kfold.csv; K trainings each)")
+    det.add_argument("--folds", type=INTEGER, default=2, help="K, with --kfold")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cells = table1_cells(args) if args.command == "table1" else aux_cells(args)
+    cells = {"table1": table1_cells, "aux": aux_cells, "detection": detection_cells}[args.command](args)
     try:
         check_positive_int("workers", args.workers)
         for cell in cells:
             cell.config.validate()
+        for name in getattr(args, "kfold", []):
+            check_choice("--kfold cell", name, [c.name for c in cells])
+        if getattr(args, "kfold", None) and args.folds < 2:
+            raise ValueError(f"invalid --folds: {args.folds}; K-fold needs at least 2")
         run_grid(cells, args.out / "runs", workers=args.workers)
     except (ValueError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -169,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    (report_table1 if args.command == "table1" else report_aux)(args.out)
+    {"table1": report_table1, "aux": report_aux, "detection": report_detection}[args.command](args.out)
+    if getattr(args, "kfold", None):
+        kfold_report([args.out / "runs" / name for name in args.kfold], args.out, args.folds, args.workers)
     print(f"results in {args.out}")
     return 0
 

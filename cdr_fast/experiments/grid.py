@@ -27,6 +27,7 @@ from ..training import RunFolder, TrainConfig, Trainer
 class Cell:
     name: str  # folder name under the grid's runs/ folder
     config: TrainConfig
+    keep_epoch_evidence: bool = False  # also keep each epoch's probabilities (the detection benchmark)
 
 
 def _run_cell(cell: Cell, folder: str) -> dict[str, Any]:
@@ -37,7 +38,8 @@ def _run_cell(cell: Cell, folder: str) -> dict[str, Any]:
     run = RunFolder(folder)
     resuming = run.begin(resume=None)
     try:
-        trainer = Trainer(cell.config, run, progress=False, log=lambda line: None)
+        trainer = Trainer(cell.config, run, progress=False, log=lambda line: None,
+                          keep_epoch_evidence=cell.keep_epoch_evidence)
         if resuming:
             trainer.resume()
         return trainer.fit()

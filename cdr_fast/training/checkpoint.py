@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import TrainConfig
 
-CHECKPOINT_FORMAT = 2  # 2: the optimizer state carries the threshold's sample counter
+CHECKPOINT_FORMAT = 3  # 2: the optimizer state carries the threshold's sample counter; 3: the label evidence
 
 
 def check_compatible(state: dict[str, Any], config: TrainConfig, world_size: int) -> None:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..auxiliary import AuxBias
 from ..data import dataset_spec, random_crop_flip
+from ..detection.evidence import EvidenceAccumulator
 from ..distributed import SINGLE, Distributed
 from ..engines import resolve_engine
 from ..estimate import NoiseEstimate, estimate_noise, warm_up_probabilities
@@ -43,8 +44,8 @@ from .checkpoint import CHECKPOINT_FORMAT, check_compatible
 from .config import TrainConfig, resolve_device
 from .metrics import EpochMetrics, accuracy, format_epoch
 from .run_folder import RunFolder
-from .split import prepare_data
-from .summary import run_summary, suspect_rows
+from .split import NoisySplit, prepare_data
+from .summary import epoch_detection, final_detection, final_evidence, run_summary, suspect_rows
 
 
 class TrainingDiverged(ValueError):
@@ -79,7 +80,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, folder: RunFolder | None, progress: bool = True,
                  log: Callable[[str], None] = print, dist: Distributed = SINGLE, checkpoint_every: int = 0,
-                 checkpoint_minutes: float = 0.0) -> None:
+                 checkpoint_minutes: float = 0.0, keep_epoch_evidence: bool = False,
+                 data: NoisySplit | None = None) -> None:
         config.validate()
         self.config, self.dist = config, dist
         self.folder = folder if dist.is_main else None  # only the main rank writes
@@ -90,7 +92,8 @@ class Trainer:
             self.device = torch.device("cuda", dist.local_rank)  # one GPU per process
         self.engine = resolve_engine(config.engine, self.device)  # once; the optimizer and AUX share it
 
-        self.data = prepare_data(config, self.device)
+        # the config's split, or one given (a cross-validation fold: cdr_fast.experiments.kfold)
+        self.data = prepare_data(config, self.device) if data is None else data
         n_train = self.data.train_x.shape[0]
         if config.batch_size > n_train:
             raise ValueError(f"batch size {config.batch_size} is larger than the training set ({n_train} examples after "
@@ -121,6 +124,10 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.noise_estimate: NoiseEstimate | None = None  # with tau "auto"
         self.augment = dataset_spec(config.dataset).augment
+        # the per-example evidence the label detectors read (cdr_fast.detection), and how they fared per epoch
+        self.evidence = EvidenceAccumulator(n_train, self.data.num_classes, self.device)
+        self.keep_epoch_evidence = keep_epoch_evidence  # also write each epoch's probabilities
+        self.detection_history: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- checkpoints
 
@@ -135,6 +142,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "history": self.history,
+            "evidence": self.evidence.state_dict(),
+            "detection_history": self.detection_history,
             "noise_estimate": self.noise_estimate._asdict() if self.noise_estimate is not None else None,
         }
 
@@ -149,6 +158,8 @@ class Trainer:
         self._partial = state.get("partial")  # a mid-epoch checkpoint: the epoch continues at its step
         self.saved_step = self._partial["step"] if self._partial is not None else 0
         self.history = list(state["history"])
+        self.evidence.load_state_dict(state["evidence"])
+        self.detection_history = list(state["detection_history"])
         if state.get("noise_estimate") is not None:  # the optimizer's state already holds its tau
             self.noise_estimate = NoiseEstimate(**state["noise_estimate"])
 
@@ -189,7 +200,7 @@ class Trainer:
         n = d.train_x.shape[0]
         gen = self._epoch_generator()
         order = torch.randperm(n, generator=gen, device=self.device)
-        metrics = EpochMetrics(n, self.device)
+        metrics = EpochMetrics(n, d.num_classes, self.device)
         steps = math.ceil(n / cfg.batch_size)
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
@@ -238,6 +249,8 @@ class Trainer:
                 self.dist.broadcast_(buffer)
         train_time = time.perf_counter() - t0
         self._check_finite(metrics.mean_loss)
+        self.evidence.add_epoch(metrics.probs, d.train_y)
+        self._read_evidence(metrics.probs)
         stats = {
             "epoch": self.epoch + 1,
             "lr": lr,
@@ -248,6 +261,25 @@ class Trainer:
         }
         stats["epoch_time_s"] = time.perf_counter() - t0
         return stats
+
+    def _read_evidence(self, probs: Tensor) -> None:
+        """After an epoch: how each detector would fare now (known flips only), and with
+        ``keep_epoch_evidence`` the epoch's probabilities, into the run folder."""
+        if self.folder is None:
+            return
+        offsets = self.aux.offsets() if self.aux is not None else None
+        if self.keep_epoch_evidence:
+            self.folder.write_epoch_evidence(self.epoch + 1, probs, offsets)
+        self.detection_history += epoch_detection(self.epoch + 1, probs, offsets, self.evidence, self.data,
+                                                  self.flag_rate)
+
+    @property
+    def flag_rate(self) -> float:
+        """The share of examples the detectors flag: the estimated noise rate with tau "auto", else the
+        synthetic noise rate the run was told (NaN: unknown; confident learning's estimate serves)."""
+        if self.noise_estimate is not None:
+            return self.noise_estimate.rate
+        return self.config.noise_rate if self.config.noise_type != "none" else float("nan")
 
     def _minutes_to_steps(self, now: float) -> None:
         """``checkpoint_minutes`` as a step count, measured once over this process's first
@@ -320,7 +352,7 @@ class Trainer:
             self.epoch += 1
             self.history.append(stats)
             if self.folder is not None:
-                self.folder.save_epoch(self.state_dict(), self.history)
+                self.folder.save_epoch(self.state_dict(), self.history, self.detection_history)
                 self.saved_epoch, self.saved_step = self.epoch, 0
             self.log(format_epoch(stats, self.config.epochs))
             if not self._warned_masking:
@@ -328,10 +360,16 @@ class Trainer:
                                                                   self.optimizer.param_groups[0]["tau"]))
             if self.epoch < self.config.epochs and self._stop_agreed(0, epoch_end=True):
                 raise self._stopped(0, 0)
-        summary = self.summary()
+        evidence, detection = None, None
         if self.folder is not None:
-            if self.aux is not None:
-                self.folder.write_suspects(suspect_rows(self.aux, self.data))
+            evidence = final_evidence(self.model, self.aux, self.evidence, self.data, self.flag_rate,
+                                      self.config.eval_batch_size)
+            detection = final_detection(evidence)
+            self.folder.write_evidence(evidence)
+            self.folder.write_detection(self.detection_history + detection)
+        summary = self.summary(detection)
+        if self.folder is not None:
+            self.folder.write_suspects(suspect_rows(evidence, self.data))
             self.folder.write_summary(summary)
         return summary
 
@@ -340,8 +378,8 @@ class Trainer:
             self.log(f"warning: {line}")
         return line is not None
 
-    def summary(self) -> dict[str, Any]:
-        return run_summary(self.config, self.history, self.data, model=self.model, aux=self.aux,
+    def summary(self, detection: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return run_summary(self.config, self.history, self.data, detection=detection, aux=self.aux,
                            tau=self.optimizer.param_groups[0]["tau"],
                            estimated_rate=self.noise_estimate.rate if self.noise_estimate is not None else None,
                            engine=self.engine.name, device=str(self.device), world_size=self.dist.world_size)

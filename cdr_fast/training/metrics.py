@@ -21,7 +21,9 @@ from .split import NoisySplit
 class EpochMetrics:
     """One epoch's training metrics over ``n`` examples, accumulated step by step."""
 
-    def __init__(self, n: int, device: torch.device) -> None:
+    def __init__(self, n: int, num_classes: int, device: torch.device) -> None:
+        # each example's softmax probabilities at its visit: the detectors' evidence (cdr_fast.detection)
+        self.probs = torch.zeros(n, num_classes, device=device)
         self.predicted = torch.full((n,), -1, dtype=torch.int64, device=device)  # f(x); -1: not seen here
         self.predicted_aux = torch.full((n,), -1, dtype=torch.int64, device=device)  # f(x) + lam * B[i]
         self.loss_sum = torch.zeros((), device=device)
@@ -32,6 +34,7 @@ class EpochMetrics:
                kept_fraction: Tensor | None) -> None:
         """One step: the batch's predictions, its loss, and the share CDR kept (None: unmasked)."""
         self.predicted[idx] = logits.detach().argmax(1)
+        self.probs[idx] = torch.softmax(logits.detach().float(), 1)
         if logits_aux is not None:
             self.predicted_aux[idx] = logits_aux.detach().argmax(1)
         self.loss_sum += loss.detach()
@@ -41,11 +44,11 @@ class EpochMetrics:
 
     def state(self) -> dict[str, Any]:
         """This rank's accumulators, for a mid-epoch checkpoint."""
-        return {"predicted": self.predicted.cpu(), "predicted_aux": self.predicted_aux.cpu(),
+        return {"probs": self.probs.cpu(), "predicted": self.predicted.cpu(), "predicted_aux": self.predicted_aux.cpu(),
                 "loss_sum": self.loss_sum.cpu(), "kept_sum": self.kept_sum.cpu(), "steps": self.steps}
 
     def load(self, state: dict[str, Any]) -> None:
-        for name in ("predicted", "predicted_aux", "loss_sum", "kept_sum"):
+        for name in ("probs", "predicted", "predicted_aux", "loss_sum", "kept_sum"):
             getattr(self, name).copy_(state[name])
         self.steps = state["steps"]
 
@@ -54,6 +57,7 @@ class EpochMetrics:
         if dist.enabled:
             for seen in (self.predicted, self.predicted_aux):
                 dist.all_reduce_(seen, "max")
+            dist.all_reduce_(self.probs)  # zeros where another rank saw the example
             self.loss_sum = dist.all_reduce_(self.loss_sum) / dist.world_size
 
     @property

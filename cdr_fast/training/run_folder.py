@@ -7,7 +7,12 @@
                    checkpoint.prev.pt, the one before it, is kept for a resume to fall back to
     .lock          held by the process that runs in the folder
     summary.json   written when the last epoch is done
-    suspects.csv   with AUX: every training example, most likely mislabelled first
+    detection.csv  where the flips are known: each label detector's AUROC, average precision,
+                   precision, recall and correction accuracy, per epoch and at the end (final)
+    evidence.npz   the per-example probabilities (and AUX offsets) the detectors read; its format:
+                   cdr_fast/detection/evidence.py
+    evidence/epoch_NNN.npz   with keep_epoch_evidence: each epoch's probabilities
+    suspects.csv   every training example, most likely mislabelled first
     transition_estimated.csv   with tau "auto": the estimated noise transition matrix
 
 ``RunFolder.begin`` makes the start-or-resume decision for ``train.py``, the grid and the
@@ -21,7 +26,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..atomic_io import load_checkpoint, previous, save_checkpoint, write_csv_atomic, write_json_atomic
+from ..detection.evidence import EVIDENCE_FILE, Evidence, save_npz_atomic
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
@@ -116,9 +124,26 @@ class RunFolder:
     def write_config(self, settings: dict[str, Any]) -> None:
         write_json_atomic(self.path / "config.json", settings)
 
-    def save_epoch(self, state: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    def save_epoch(self, state: dict[str, Any], history: list[dict[str, Any]],
+                   detection: list[dict[str, Any]] = ()) -> None:
         self.save_checkpoint(state)
         write_csv_atomic(self.path / "metrics.csv", history)
+        self.write_detection(detection)
+
+    def write_detection(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            write_csv_atomic(self.path / "detection.csv", list(rows))
+
+    def write_evidence(self, evidence: Evidence) -> None:
+        evidence.save(self.path / EVIDENCE_FILE)
+
+    def write_epoch_evidence(self, epoch: int, probs, offsets) -> None:
+        """One epoch's probabilities (and AUX offsets) as ``evidence/epoch_NNN.npz``."""
+        (self.path / "evidence").mkdir(exist_ok=True)
+        arrays = {"probs": probs.cpu().numpy().astype(np.float32)}
+        if offsets is not None:
+            arrays["aux_offsets"] = offsets.cpu().numpy().astype(np.float32)
+        save_npz_atomic(self.path / "evidence" / f"epoch_{epoch:03d}.npz", arrays)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         save_checkpoint(self.checkpoint_path, state)

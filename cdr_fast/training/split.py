@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..data import dataset_spec, load_dataset, validation_split
+from ..data import Dataset, dataset_spec, load_dataset, validation_split
 from ..noise import NOISE, noisify
 from .config import TrainConfig
 
@@ -29,18 +29,24 @@ class NoisySplit:
     num_classes: int
 
 
-def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
-    data = load_dataset(config.dataset, config.data_dir)
-    noisy = noisify(
+def noisy_labels(config: TrainConfig, data: Dataset) -> Tensor:
+    """The whole training set's labels as the run trains on them: the given ones, plus the
+    configured synthetic noise (the same draw every time for one seed)."""
+    return noisify(
         data.train_labels, config.noise_type, config.noise_rate, data.num_classes, config.seed,
         features=data.train_images if NOISE[config.noise_type].needs_features else None,
         class_map=dataset_spec(config.dataset).asymmetric_map,
-    )
+    ).labels
+
+
+def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
+    data = load_dataset(config.dataset, config.data_dir)
+    y = noisy_labels(config, data)
     clean = data.train_clean_labels
     if clean is None and config.noise_type != "none":  # your labels, noise added: they are what it flipped
         clean = data.train_labels
-    train_idx, val_idx = validation_split(len(noisy.labels), config.val_fraction, config.seed)
-    x, y = data.train_images, noisy.labels
+    train_idx, val_idx = validation_split(len(y), config.val_fraction, config.seed)
+    x = data.train_images
     return NoisySplit(
         train_x=x[train_idx].to(device), train_y=y[train_idx].to(device), train_index=train_idx,
         train_clean=clean[train_idx].to(device) if clean is not None else None,

@@ -1,46 +1,95 @@
-"""What a finished run reports: its summary, and the detector's bookkeeping (the suspects file and
-the precision and recall of the detectors against the known flips, ``cdr_fast.detect``)."""
+"""What a finished run reports: its summary, its evidence about the labels, and how the label
+detectors fared (``cdr_fast.detection``; per epoch and at the end, where the flips are known)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
-from torch import nn
+import numpy as np
+import torch
+from torch import Tensor, nn
 
 from ..auxiliary import AuxBias
-from ..detect import aux_suspects, precision_recall, small_loss_suspects
+from ..detection import BEST, Evidence, EvidenceAccumulator, confident_learning, detection_rows, run_detectors
+from ..detection.metrics import flagged_count, top
 from .config import TrainConfig
 from .split import NoisySplit
 
 
-def suspect_rows(aux: AuxBias, data: NoisySplit) -> list[dict[str, Any]]:
-    """Every training example, most suspect first: its index in the dataset, the given label,
-    the label AUX's offsets argue for, and the score (see ``cdr_fast.detect``)."""
-    score, suggested = aux_suspects(aux.weight, data.train_y, aux.lam)
-    order = score.argsort(descending=True).cpu()
-    columns = (data.train_index[order], data.train_y.cpu()[order], suggested.cpu()[order], score.cpu()[order])
-    return [{"index": int(i), "given_label": int(y), "suggested_label": int(s), "score": round(float(v), 6)}
-            for i, y, s, v in zip(*(c.tolist() for c in columns))]
+def flag_rate(rate: float, probs: np.ndarray, labels: np.ndarray) -> float:
+    """The share to flag: ``rate`` where the run knows one (``Trainer.flag_rate``), else confident
+    learning's estimate from these probabilities."""
+    return rate if math.isfinite(rate) else confident_learning(probs, labels).noise_rate
 
 
-def detection(model: nn.Module, aux: AuxBias, data: NoisySplit, eval_batch_size: int) -> dict[str, Any]:
-    """Precision and recall of AUX's suspects and of the small-loss criterion, flagging as many
-    examples as the realised noise rate says are mislabelled (synthetic noise: known flips)."""
-    noisy = data.train_y != data.train_clean
-    flagged = int(noisy.sum().item())
-    small_loss = small_loss_suspects(model, data.train_x, data.train_y, eval_batch_size)
-    out = {"flagged": flagged}
-    for name, score in (("aux", aux_suspects(aux.weight, data.train_y, aux.lam).score),
-                        ("small_loss", small_loss.score)):
-        precision, recall = precision_recall(score, noisy, flagged)
-        out[f"{name}_precision"], out[f"{name}_recall"] = precision, recall
-    return out
+def epoch_detection(epoch: int, probs: Tensor, offsets: Tensor | None, evidence: EvidenceAccumulator,
+                    data: NoisySplit, rate: float) -> list[dict[str, Any]]:
+    """The detectors on this epoch's evidence, judged against the known flips (none: no rows)."""
+    if data.train_clean is None:
+        return []
+    labels, p = data.train_y.cpu().numpy(), probs.cpu().numpy()
+    probs_mean, margin_mean = evidence.means()
+    suspects = run_detectors(labels, p, probs_mean, margin_mean, offsets.cpu().numpy() if offsets is not None else None)
+    return detection_rows(suspects, labels, data.train_clean.cpu().numpy(), flag_rate(rate, p, labels), epoch=epoch)
 
 
-def run_summary(config: TrainConfig, history: list[dict[str, Any]], data: NoisySplit, *, model: nn.Module,
-                aux: AuxBias | None, tau: float, estimated_rate: float | None, engine: str, device: str,
-                world_size: int) -> dict[str, Any]:
+@torch.no_grad()
+def eval_probabilities(model: nn.Module, images: Tensor, batch_size: int) -> np.ndarray:
+    model.eval()
+    return torch.cat([torch.softmax(model(images[i:i + batch_size]).float(), 1)
+                      for i in range(0, images.shape[0], batch_size)]).cpu().numpy()
+
+
+def final_evidence(model: nn.Module, aux: AuxBias | None, evidence: EvidenceAccumulator, data: NoisySplit,
+                   rate: float, eval_batch_size: int) -> Evidence:
+    """The run's ``evidence.npz``: the accumulated means plus the trained network's probabilities."""
+    probs = eval_probabilities(model, data.train_x, eval_batch_size)
+    labels = data.train_y.cpu().numpy()
+    probs_mean, margin_mean = evidence.means()
+    return Evidence(index=data.train_index.cpu().numpy(), given_label=labels, probs=probs, probs_mean=probs_mean,
+                    margin_mean=margin_mean, epochs=evidence.epochs,
+                    clean_label=data.train_clean.cpu().numpy() if data.train_clean is not None else None,
+                    aux_offsets=aux.offsets().cpu().numpy() if aux is not None else None,
+                    estimated_noise_rate=flag_rate(rate, probs, labels))
+
+
+def final_detection(evidence: Evidence) -> list[dict[str, Any]]:
+    """The detectors on the final evidence (epoch ``final``), where the flips are known."""
+    if evidence.clean_label is None:
+        return []
+    suspects = run_detectors(evidence.given_label, evidence.probs, evidence.probs_mean, evidence.margin_mean,
+                             evidence.aux_offsets)
+    return detection_rows(suspects, evidence.given_label, evidence.clean_label, evidence.estimated_noise_rate,
+                          epoch="final")
+
+
+def suspect_rows(evidence: Evidence, data: NoisySplit) -> list[dict[str, Any]]:
+    """Every training example, most suspect first by the best detector: its index in the dataset,
+    the given label, the suggested one, the score, and whether it is among the flagged (the top
+    n times the estimated noise rate)."""
+    e = evidence
+    score, suggested = run_detectors(e.given_label, e.probs, e.probs_mean, e.margin_mean, e.aux_offsets)[BEST]
+    flagged = top(score, flagged_count(score.size, e.estimated_noise_rate))
+    order = np.argsort(-score, kind="stable")
+    return [{"index": int(e.index[i]), "given_label": int(e.given_label[i]), "suggested_label": int(suggested[i]),
+             "score": round(float(score[i]), 6), "flagged": int(flagged[i])} for i in order]
+
+
+def detection_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The final rows, as summary.json keeps them: per detector, its measures."""
+    final = [r for r in rows if r["epoch"] == "final"]
+    if not final:
+        return None
+    measures = ("auroc", "average_precision", "precision", "recall", "correction_accuracy")
+    return {"flagged": final[0]["flagged"], "best": BEST,
+            **{r["detector"]: {k: r[k] for k in measures} for r in final}}
+
+
+def run_summary(config: TrainConfig, history: list[dict[str, Any]], data: NoisySplit, *,
+                detection: list[dict[str, Any]] | None, aux: AuxBias | None, tau: float,
+                estimated_rate: float | None, engine: str, device: str, world_size: int) -> dict[str, Any]:
     """The run's summary.json: test accuracy at the best validation epoch and at the last, and
     what the run was."""
     best = max(history, key=lambda s: s["val_acc"])  # first epoch reaching the best
@@ -68,7 +117,6 @@ def run_summary(config: TrainConfig, history: list[dict[str, Any]], data: NoisyS
         "memorised_noisy_last": history[-1]["memorised_noisy"],
         "epoch_time_s_median": statistics.median(s["epoch_time_s"] for s in history),
         "train_acc_noisy_aux_last": history[-1]["train_acc_noisy_aux"] if aux is not None else None,
-        "detection": (detection(model, aux, data, config.eval_batch_size)
-                      if aux is not None and data.realised_rate > 0 else None),
+        "detection": detection_summary(detection or []),
         "config": config.used_settings(),
     }

@@ -1,0 +1,108 @@
+"""Detectors of mislabelled examples: each turns one run's evidence into a score per example
+(larger: more likely mislabelled) and a suggested label (never the given one).
+
+Inputs are arrays (numpy, or CPU tensors): ``probs`` (n x m) predicted probabilities, ``labels``
+(n,) the given labels, ``offsets`` (n x m) AUX's per-example logit offsets ``lam * B``.
+
+- ``small_loss``: the network's cross-entropy on the given label, ``-log p[y]`` (the usual
+  baseline: Co-teaching and others). It suggests the most probable other class.
+- ``aux_offsets``: AUX's offsets absorb what the network will not fit. A visit moves example i's
+  offsets by ``-rate * (softmax(z_i) - e_y)``: up on the given label y, down where the model puts
+  its probability. The score is the offsets' margin for the given label,
+  ``o[y] - max_{j != y} o[j]``; the suggestion is the class pushed down most.
+- ``confident_learning``: see ``cdr_fast.detection.confident``.
+- ``accumulated_margin``: the margin of the best other class over the given label,
+  ``max_{j != y} p[j] - p[y]``, averaged over every epoch's probabilities, as "area under the
+  margin" (Pleiss et al., 2020) does with logits. Early epochs, before the network memorises,
+  carry the most evidence; a last-epoch reading loses it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Suspects(NamedTuple):
+    score: np.ndarray  # (n,) float64, larger: more likely mislabelled
+    suggested: np.ndarray  # (n,) int64, the label the evidence argues for
+
+
+def as_probabilities(probs) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probabilities must be an (examples x classes) array with at least 2 classes; got shape "
+                         f"{p.shape}")
+    return p
+
+
+def as_labels(labels, probs: np.ndarray) -> np.ndarray:
+    s = np.asarray(labels)
+    if s.shape != (probs.shape[0],) or (s.size and not np.issubdtype(s.dtype, np.integer)):
+        raise ValueError(f"labels must be {probs.shape[0]} integers, one per row of the probabilities; got "
+                         f"{s.dtype} of shape {s.shape}")
+    if s.size and (s.min() < 0 or s.max() >= probs.shape[1]):
+        bad = int(s.min()) if s.min() < 0 else int(s.max())
+        raise ValueError(f"label {bad} is outside the {probs.shape[1]} classes (0 .. {probs.shape[1] - 1})")
+    return s.astype(np.int64)
+
+
+def best_other(values: np.ndarray, labels: np.ndarray, largest: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The class other than the given label with the largest (or smallest) value, and that value.
+    Ties go to the lowest class index."""
+    rows = np.arange(labels.size)
+    masked = values.copy()
+    masked[rows, labels] = -np.inf if largest else np.inf
+    cls = masked.argmax(1) if largest else masked.argmin(1)
+    return cls, masked[rows, cls]
+
+
+def small_loss(probs, labels) -> Suspects:
+    p = as_probabilities(probs)
+    s = as_labels(labels, p)
+    with np.errstate(divide="ignore"):
+        loss = -np.log(p[np.arange(s.size), s])
+    return Suspects(loss, best_other(p, s)[0])
+
+
+def aux_offsets(offsets, labels) -> Suspects:
+    o = as_probabilities(offsets)
+    s = as_labels(labels, o)
+    _, other_max = best_other(o, s)
+    return Suspects(o[np.arange(s.size), s] - other_max, best_other(o, s, largest=False)[0])
+
+
+def margin(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``max_{j != y} p[j] - p[y]`` per example: positive where another class is more probable."""
+    return best_other(probs, labels)[1] - probs[np.arange(labels.size), labels]
+
+
+def accumulated_margin(margin_mean, probs_mean, labels) -> Suspects:
+    """The mean over epochs of ``margin`` (computed epoch by epoch, ``Evidence``), suggesting the
+    best other class of the mean probabilities."""
+    p = as_probabilities(probs_mean)
+    s = as_labels(labels, p)
+    return Suspects(np.asarray(margin_mean, dtype=np.float64), best_other(p, s)[0])
+
+
+def noise_posterior(probs, labels, joint, smoothing: float = 1e-3) -> Suspects:
+    """Each label's chance of being right once the noise is accounted for, by Bayes' rule.
+
+    ``joint`` (m x m, summing to 1) is the estimated joint of (given label, true label), confident
+    learning's calibrated ``Q``; it gives the noise process ``P(given = i | true = j)`` (its column
+    j, normalised), after adding ``smoothing`` to every cell: a class-level estimate describes
+    instance-dependent noise only on average. With ``probs`` read as the true-class probabilities
+    (a network trained not to fit the noise: CDR, AUX),
+    ``posterior[j] ~ probs[j] * P(given = y | true = j)``. The score is the posterior's margin of
+    the best other class over the given label; the suggestion is that class. Under symmetric noise
+    the posterior ranks as the probability of the given label does; under pairflip it weighs the
+    class the flips come from."""
+    p = as_probabilities(probs)
+    s = as_labels(labels, p)
+    q = np.asarray(joint, dtype=np.float64) + smoothing
+    given_if_true = q / q.sum(0, keepdims=True)  # [i, j]: P(given = i | true = j)
+    posterior = p * given_if_true[s, :]
+    posterior /= np.maximum(posterior.sum(1, keepdims=True), np.finfo(np.float64).tiny)
+    cls, other = best_other(posterior, s)
+    return Suspects(other - posterior[np.arange(s.size), s], cls)

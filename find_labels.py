@@ -1,0 +1,81 @@
+"""Find the wrong labels in a dataset: train on it (any train.py flag), then write the suspects,
+their picture and a cleaned copy of the labels into the run folder.
+
+    python find_labels.py --dataset folder --data-dir photos/ --out runs/photos
+    python find_labels.py --dataset npz --data-dir data.npz --out runs/mine --fix drop
+    python find_labels.py --dataset mnist --data-dir ../shared/data/mnist --noise-type pairflip --out runs/pf
+    python find_labels.py --out runs/photos --top-images 96     # a finished run: the report again, no training
+
+Writes, besides the run's own files (train.py --help):
+    wrong_labels.csv   the flagged examples, most suspect first: index (and file, for a folder),
+                       given and suggested label, score
+    wrong_labels.png   the top suspects' images, captioned given -> suggested
+    cleaned/           (a folder dataset) the same tree, each image linked into its cleaned class
+    cleaned.npz        (an npz dataset) the same arrays with the cleaned train_labels
+    cleaned_labels.npz (a built-in dataset) labels and keep, over its training set
+Ready to train on: python train.py --dataset folder --data-dir runs/photos/cleaned ...
+
+How many are flagged: n times the estimated noise rate (--tau auto's estimate, the synthetic rate
+you set, or else confident learning's estimate from the run's evidence). The validation split
+(--val-fraction) is not scored; its labels stay as given. README: "Finding wrong labels".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import train
+from cdr_fast.data import DatasetError
+from cdr_fast.detection.fix import FIXES
+from cdr_fast.training.label_report import label_report
+from cdr_fast.training.flags import INTEGER, HelpFormatter
+
+
+def own_flags(add_help: bool) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="find_labels.py", description=__doc__, formatter_class=HelpFormatter,
+                                add_help=add_help,
+                                usage="python find_labels.py [train.py flags] --out DIR [--top-images N] [--fix ...]")
+    p.add_argument("--out", type=Path, required=True, help="the run folder: trained into unless it holds a finished run")
+    p.add_argument("--top-images", type=INTEGER, default=48, help="suspects shown in wrong_labels.png")
+    p.add_argument("--fix", choices=FIXES, default="relabel",
+                   help="the cleaned copy: relabel each flagged example with its suggestion, or drop it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        own_flags(add_help=False).print_help()
+        print("\ntraining flags (as train.py takes them):")
+        train.build_parser().print_help()
+        return 0
+    args, training_argv = own_flags(add_help=True).parse_known_args(argv)
+    if not (args.out / "summary.json").is_file():
+        extra = ["--no-progress"] if args.no_progress else []
+        status = train.main([*training_argv, *extra, "--out", str(args.out), "--auto-resume"])
+        if status != 0:
+            return status
+    elif training_argv:
+        print(f"note: {args.out} holds a finished run; the training flags ({' '.join(training_argv)}) are ignored",
+              file=sys.stderr)
+    try:
+        report = label_report(args.out, args.top_images, args.fix, progress=not args.no_progress)
+    except (ValueError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    checked = ""
+    if report.precision is not None:
+        checked = (f"; against the known clean labels: {report.precision:.1%} of them are wrong, and "
+                   f"{report.correction_accuracy:.1%} of those get the right suggestion")
+    print(f"{report.flagged} suspects among {report.scored} training examples (estimated noise rate "
+          f"{report.rate:.1%}){checked}")
+    for path in report.files:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""find_labels.py as a new user meets it: a folder of images with known flips (tests/data: the
+tiny npz's noisy labels as class folders, file NNNN.png being its example NNNN), and the npz."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import find_labels
+from cdr_fast.data import load_dataset
+from conftest import REPO
+
+TINY = REPO / "tests" / "data"
+TRAIN = ["--method", "cdr", "--tau", "0.3", "--epochs", "10", "--batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def truth():
+    with np.load(TINY / "tiny.npz") as z:
+        return z["train_labels"], z["train_clean_labels"]
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("photos") / "run"
+    assert find_labels.main(["--dataset", "folder", "--data-dir", str(TINY / "tiny_folder"), *TRAIN,
+                             "--out", str(out)]) == 0
+    return out
+
+
+def example_of(file: str) -> int:
+    return int(file.rsplit("/", 1)[1][:4])
+
+
+def test_the_suspects_name_their_files_and_most_are_truly_wrong(folder_run, truth):
+    noisy, clean = truth
+    rows = list(csv.DictReader((folder_run / "wrong_labels.csv").open()))
+    assert list(rows[0]) == ["rank", "index", "file", "given_label", "given_class", "suggested_label",
+                             "suggested_class", "score"]  # no clean labels in a folder: no clean column
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
+    for r in rows:
+        assert (TINY / "tiny_folder" / r["file"]).is_file()
+        assert r["file"].split("/")[1] == r["given_class"] != r["suggested_class"]  # the class folder it sits in
+    summary = json.loads((folder_run / "summary.json").read_text())
+    assert len(rows) == round(summary["num_train"] * np.load(folder_run / "evidence.npz")["estimated_noise_rate"])
+    examples = [example_of(r["file"]) for r in rows]
+    assert all(noisy[i] == int(r["given_label"]) for i, r in zip(examples, rows))
+    precision = np.mean([noisy[i] != clean[i] for i in examples])
+    base_rate = (noisy != clean).mean()  # 0.32
+    assert precision > 2 * base_rate, (precision, base_rate)
+    right = [int(r["suggested_label"]) == clean[i] for i, r in zip(examples, rows) if noisy[i] != clean[i]]
+    assert np.mean(right) > 0.5  # chance: 1 in 9
+
+
+def test_the_picture_shows_the_top_suspects(folder_run):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(folder_run / "wrong_labels.png")
+    assert image.ndim == 3 and image.shape[0] > 600 and image.shape[1] > 1000  # 6 rows of 8 captioned images
+    assert image[..., :3].std() > 0.1  # not blank
+
+
+def test_the_cleaned_folder_trains_and_has_fewer_wrong_labels(folder_run, truth):
+    noisy, clean = truth
+    cleaned = load_dataset("folder", folder_run / "cleaned")
+    original = load_dataset("folder", TINY / "tiny_folder")
+    assert cleaned.class_names == original.class_names and len(cleaned.train_files) == len(original.train_files)
+    assert sorted(map(example_of, cleaned.train_files)) == sorted(map(example_of, original.train_files))
+    wrong_before = sum(noisy[example_of(f)] != clean[example_of(f)] for f in original.train_files)
+    wrong_after = sum(int(f.split("/")[1]) != clean[example_of(f)] for f in cleaned.train_files)
+    assert wrong_after < 0.7 * wrong_before, (wrong_before, wrong_after)
+    assert (cleaned.test_labels == original.test_labels).all()
+
+
+def test_a_finished_run_gives_its_report_again_without_training_and_can_drop(folder_run, capsys):
+    flagged = sum(1 for _ in (folder_run / "wrong_labels.csv").open()) - 1
+    assert find_labels.main(["--out", str(folder_run), "--fix", "drop", "--top-images", "4", "--epochs", "99"]) == 0
+    out, err = capsys.readouterr()
+    assert "holds a finished run; the training flags (--epochs 99) are ignored" in err
+    assert f"{flagged} suspects among 270 training examples" in out
+    assert len(load_dataset("folder", folder_run / "cleaned").train_files) == 300 - flagged
+    find_labels.main(["--out", str(folder_run)])  # back to relabel, for the other tests
+
+
+def test_an_npz_gets_a_cleaned_npz_in_its_own_format(tmp_path, truth):
+    noisy, clean = truth
+    out = tmp_path / "run"
+    assert find_labels.main(["--dataset", "npz", "--data-dir", str(TINY / "tiny.npz"), *TRAIN, "--out", str(out)]) == 0
+    with np.load(out / "cleaned.npz") as z, np.load(TINY / "tiny.npz") as original:
+        assert sorted(z.files) == sorted(original.files)
+        assert (z["train_images"] == original["train_images"]).all()
+        assert (z["train_labels"] != clean).sum() < 0.7 * (noisy != clean).sum()
+    rows = list(csv.DictReader((out / "wrong_labels.csv").open()))
+    assert "clean_label" in rows[0] and "file" not in rows[0]  # an npz with clean labels reports them
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fix", "nope", "--out", "x"], "argument --fix: invalid choice: 'nope' (choose from 'relabel', 'drop')"),
+    ([], "the following arguments are required: --out"),
+])
+def test_bad_flags_are_argparse_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        find_labels.main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"find_labels.py: error: {message}" in err
+
+
+def test_bad_values_and_runs_without_evidence_are_one_line(tmp_path, capsys, folder_run):
+    assert find_labels.main(["--out", str(folder_run), "--top-images", "0"]) == 2
+    assert capsys.readouterr().err == "error: invalid top images: 0; must be a positive integer\n"
+    (tmp_path / "summary.json").write_text("{}")
+    assert find_labels.main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: no finished run with its evidence (evidence.npz)" in err and len(err.splitlines()) == 1
