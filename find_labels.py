@@ -15,8 +15,8 @@ Writes, besides the run's own files (train.py --help):
     cleaned_labels.npz (a built-in dataset) labels and keep, over its training set
 Ready to train on: python train.py --dataset folder --data-dir runs/photos/cleaned ...
 
-How many are flagged: n times the estimated noise rate (--tau auto's estimate, the synthetic rate
-you set, or else confident learning's estimate from the run's evidence). The validation split
+How many are flagged: n times the estimated noise rate (--tau auto's estimate, the share synthetic
+noise flipped, or else confident learning's estimate from the run's evidence). The validation split
 (--val-fraction) is not scored; its labels stay as given. README: "Finding wrong labels".
 """
 
@@ -37,7 +37,8 @@ def own_flags(add_help: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="find_labels.py", description=__doc__, formatter_class=HelpFormatter,
                                 add_help=add_help,
                                 usage="python find_labels.py [train.py flags] --out DIR [--top-images N] [--fix ...]")
-    p.add_argument("--out", type=Path, required=True, help="the run folder: trained into unless it holds a finished run")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the run folder: trained into, unless it holds a finished run")
     p.add_argument("--top-images", type=INTEGER, default=48, help="suspects shown in wrong_labels.png")
     p.add_argument("--fix", choices=FIXES, default="relabel",
                    help="the cleaned copy: relabel each flagged example with its suggestion, or drop it")

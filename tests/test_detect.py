@@ -16,7 +16,9 @@ from cdr_fast.detection import (
     aux_offsets,
     average_precision,
     confident_learning,
+    adaptive_posterior,
     correction_accuracy,
+    flip_targets,
     judge,
     noise_posterior,
     precision_recall,
@@ -59,9 +61,10 @@ def test_the_accumulated_margin_is_the_mean_over_epochs_of_each_epochs_margin():
     acc = EvidenceAccumulator(2, 3, torch.device("cpu"))
     acc.add_epoch(epoch1, labels)
     acc.add_epoch(epoch2, labels)
-    probs_mean, margin_mean = acc.means()
+    probs_mean, margin_mean, probs_ema = acc.means()
     np.testing.assert_allclose(margin_mean, [0.1, -0.2], rtol=1e-6)  # not the margin of the mean (0.3, -0.3)
     np.testing.assert_allclose(probs_mean, ((epoch1 + epoch2) / 2).double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(probs_ema, (0.7 * epoch1 + 0.3 * epoch2).double().numpy(), rtol=1e-6)
     score, suggested = accumulated_margin(margin_mean, probs_mean, labels)
     np.testing.assert_allclose(score, [0.1, -0.2], rtol=1e-6)
     assert suggested.tolist() == [2, 0]  # mean probabilities: [0.4, 0.2, 0.4] -> 2; [0.3, 0.5, 0.2] -> 0
@@ -98,6 +101,51 @@ def test_the_noise_posterior_under_symmetric_noise_and_under_overwhelming_smooth
     # an overwhelming smoothing makes the noise uniform: the posterior is the probabilities themselves
     plain = noise_posterior(probs, labels, joint, smoothing=1e9).score
     np.testing.assert_allclose(plain, margin(probs, labels), rtol=1e-6, atol=1e-9)
+
+
+def test_flip_targets_by_hand():
+    joint = np.array([[0.3, 0.05, 0.0],
+                      [0.1, 0.3, 0.0],
+                      [0.0, 0.05, 0.2]])
+    # true 0: its flips (0.1) all go to 1, one target; true 1: 0.05 to 0 and 0.05 to 2, two targets;
+    # true 2: no flips. Weighted by the flips: (0.1 * 1 + 0.1 * 2) / 0.2
+    assert flip_targets(joint) == pytest.approx(1.5)
+    assert math.isnan(flip_targets(np.eye(3) / 3))  # no flips at all
+    assert flip_targets(np.full((4, 4), 1 / 16)) == pytest.approx(3.0)  # every flip spread over the 3 others
+
+
+def noisy_network_outputs(rng, flips: str, n: int = 3000, m: int = 10):
+    """A network's probabilities for clean classes, and labels flipped 30% of the time: to the next
+    class (pairflip), to any other class (symmetric) or to one of four classes that depend on the
+    example (instance-like)."""
+    clean = rng.integers(0, m, n)
+    logits = rng.normal(size=(n, m)) + 4.0 * np.eye(m)[clean]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    flip = rng.random(n) < 0.3
+    if flips == "pairflip":
+        target = (clean + 1) % m
+    elif flips == "symmetric":
+        target = (clean + rng.integers(1, m, n)) % m
+    else:
+        target = (clean + 1 + 2 * rng.integers(0, 4, n)) % m
+    return probs, np.where(flip, target, clean), clean
+
+
+@pytest.mark.parametrize("flips, regime", [("pairflip", "class-structured"), ("symmetric", "symmetric"),
+                                           ("instance", "instance")])
+def test_the_adaptive_posterior_reads_the_noise_structure_and_scores_by_it(fresh_seed, flips, regime):
+    rng = np.random.default_rng(fresh_seed)
+    recent, labels, clean = noisy_network_outputs(rng, flips)
+    mean = 0.5 * recent + 0.5 / recent.shape[1]  # another reading: flatter
+    result = adaptive_posterior(recent, mean, labels)
+    assert result.regime == regime, result.flip_targets
+    joint = confident_learning(recent, labels).calibrated
+    expected = {"class-structured": noise_posterior(recent, labels, joint),
+                "symmetric": (-np.log(recent[np.arange(labels.size), labels]), small_loss(recent, labels).suggested),
+                "instance": (margin(mean, labels), small_loss(mean, labels).suggested)}[regime]
+    np.testing.assert_allclose(result.score, expected[0], rtol=1e-12)
+    assert (result.suggested == expected[1]).all() and (result.suggested != labels).all()
+    assert average_precision(result.score, labels != clean) > 0.8  # and it finds the flips
 
 
 @pytest.mark.parametrize("probs, labels, message", [
@@ -273,13 +321,14 @@ def test_evidence_round_trips_through_its_file_and_a_bad_file_is_one_line(tmp_pa
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(3), size=5)
     e = Evidence(index=np.arange(10, 15), given_label=np.array([0, 1, 2, 0, 1]), probs=p, probs_mean=p[::-1],
-                 margin_mean=rng.normal(size=5), epochs=4, clean_label=np.array([0, 1, 2, 2, 1]),
+                 margin_mean=rng.normal(size=5), probs_ema=p[[1, 0, 2, 4, 3]], epochs=4,
+                 clean_label=np.array([0, 1, 2, 2, 1]),
                  aux_offsets=rng.normal(size=(5, 3)), estimated_noise_rate=0.2)
     e.save(tmp_path / "evidence.npz")
     back = load_evidence(tmp_path)  # the run folder, or the file
     for name in ("index", "given_label", "clean_label"):
         assert getattr(back, name).tolist() == getattr(e, name).tolist()
-    for name in ("probs", "probs_mean", "margin_mean", "aux_offsets"):
+    for name in ("probs", "probs_mean", "margin_mean", "probs_ema", "aux_offsets"):
         np.testing.assert_allclose(getattr(back, name), getattr(e, name), rtol=1e-6)  # stored as float32
     assert back.epochs == 4 and back.estimated_noise_rate == 0.2
     assert back.truly_noisy.tolist() == [False, False, False, True, False]
@@ -290,4 +339,4 @@ def test_evidence_round_trips_through_its_file_and_a_bad_file_is_one_line(tmp_pa
         load_evidence(tmp_path / "other.npz")
     with pytest.raises(ValueError, match="probs has 4 rows for 5 labels"):
         Evidence(index=np.arange(5), given_label=np.zeros(5, int), probs=p[:4], probs_mean=p, margin_mean=p[:, 0],
-                 epochs=1)
+                 probs_ema=p, epochs=1)

@@ -211,7 +211,7 @@ def test_detection_benchmark_recomputes_what_each_run_measured(tmp_path):
     kfold = list(csv.DictReader((tmp_path / "kfold.csv").open()))
     assert [(r["probabilities"], r["detector"]) for r in kfold] == [
         (reading, d) for reading in ("in-sample", "2-fold") for d in ("small_loss", "confident_learning",
-                                                                      "noise_posterior")]
+                                                                      "adaptive_posterior")]
     in_sample = {r["detector"]: r for r in kfold if r["probabilities"] == "in-sample"}
     final = {r["detector"]: r for r in rows if r["epoch"] == "final" and r["seed"] == "1" and r["noise_rate"] == "0.2"}
     for d in ("small_loss", "confident_learning"):  # the in-sample reading is the run's own final one

@@ -14,6 +14,8 @@ probabilities on the training set (eval mode) are added, and everything is writt
                                    examples; a network that memorised its labels is confident
                                    in the wrong ones too
     probs_mean     (n, m) float32  the mean over epochs of the probabilities at each visit
+    probs_ema      (n, m) float32  their exponential moving average over epochs (each epoch
+                                   weighs EMA_WEIGHT, the past 1 - EMA_WEIGHT): the recent epochs
     margin_mean    (n,)   float32  the mean over epochs of max_{j != y} p[j] - p[y] at each visit
     aux_offsets    (n, m) float32  AUX runs: the offsets lam * B[i] added to the logits
     epochs         ()     int64    epochs accumulated
@@ -38,6 +40,7 @@ from torch import Tensor
 
 from ..atomic_io import write_bytes_atomic
 EVIDENCE_FILE = "evidence.npz"
+EMA_WEIGHT = 0.3  # a new epoch's weight in probs_ema: about the last 3 epochs count
 
 
 class EvidenceAccumulator:
@@ -47,10 +50,15 @@ class EvidenceAccumulator:
     def __init__(self, n: int, num_classes: int, device: torch.device) -> None:
         self.probs_sum = torch.zeros(n, num_classes, device=device)
         self.margin_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        self.probs_ema = torch.zeros(n, num_classes, device=device)
         self.epochs = 0
 
     def add_epoch(self, probs: Tensor, labels: Tensor) -> None:
         self.probs_sum += probs
+        if self.epochs:
+            self.probs_ema.mul_(1 - EMA_WEIGHT).add_(probs, alpha=EMA_WEIGHT)
+        else:
+            self.probs_ema.copy_(probs)
         p = probs.double()
         rows = torch.arange(labels.numel(), device=labels.device)
         others = p.clone()
@@ -59,16 +67,20 @@ class EvidenceAccumulator:
         self.epochs += 1
 
     def state_dict(self) -> dict:
-        return {"probs_sum": self.probs_sum.cpu(), "margin_sum": self.margin_sum.cpu(), "epochs": self.epochs}
+        return {"probs_sum": self.probs_sum.cpu(), "margin_sum": self.margin_sum.cpu(),
+                "probs_ema": self.probs_ema.cpu(), "epochs": self.epochs}
 
     def load_state_dict(self, state: dict) -> None:
         self.probs_sum.copy_(state["probs_sum"])
+        self.probs_ema.copy_(state["probs_ema"])
         self.margin_sum.copy_(state["margin_sum"])
         self.epochs = int(state["epochs"])
 
-    def means(self) -> tuple[np.ndarray, np.ndarray]:
+    def means(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """probs_mean, margin_mean and probs_ema, as float64 arrays."""
         k = max(self.epochs, 1)
-        return (self.probs_sum.double() / k).cpu().numpy(), (self.margin_sum / k).cpu().numpy()
+        return ((self.probs_sum.double() / k).cpu().numpy(), (self.margin_sum / k).cpu().numpy(),
+                self.probs_ema.double().cpu().numpy())
 
 
 @dataclass
@@ -80,6 +92,7 @@ class Evidence:
     probs: np.ndarray
     probs_mean: np.ndarray
     margin_mean: np.ndarray
+    probs_ema: np.ndarray
     epochs: int
     clean_label: np.ndarray | None = None
     aux_offsets: np.ndarray | None = None
@@ -87,7 +100,7 @@ class Evidence:
 
     def __post_init__(self) -> None:
         n = self.given_label.shape[0]
-        for name in ("index", "probs", "probs_mean", "margin_mean", "clean_label", "aux_offsets"):
+        for name in ("index", "probs", "probs_mean", "margin_mean", "probs_ema", "clean_label", "aux_offsets"):
             value = getattr(self, name)
             if value is not None and value.shape[0] != n:
                 raise ValueError(f"evidence: {name} has {value.shape[0]} rows for {n} labels")
@@ -99,7 +112,8 @@ class Evidence:
     def save(self, path: Path) -> None:
         arrays = {"index": self.index.astype(np.int64), "given_label": self.given_label.astype(np.int64),
                   "probs": self.probs.astype(np.float32), "probs_mean": self.probs_mean.astype(np.float32),
-                  "margin_mean": self.margin_mean.astype(np.float32), "epochs": np.int64(self.epochs),
+                  "margin_mean": self.margin_mean.astype(np.float32), "probs_ema": self.probs_ema.astype(np.float32),
+                  "epochs": np.int64(self.epochs),
                   "estimated_noise_rate": np.float64(self.estimated_noise_rate)}
         if self.clean_label is not None:
             arrays["clean_label"] = self.clean_label.astype(np.int64)
@@ -126,12 +140,13 @@ def load_evidence(path: str | Path) -> Evidence:
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read the evidence ({err}); a finished run's folder holds {EVIDENCE_FILE}") \
             from None
-    missing = {"index", "given_label", "probs", "probs_mean", "margin_mean", "epochs"} - set(arrays)
+    missing = {"index", "given_label", "probs", "probs_mean", "margin_mean", "probs_ema", "epochs"} - set(arrays)
     if missing:
         raise ValueError(f"{path}: not a cdr-fast evidence file (lacks {', '.join(sorted(missing))})")
     return Evidence(index=arrays["index"], given_label=arrays["given_label"], probs=arrays["probs"].astype(np.float64),
                     probs_mean=arrays["probs_mean"].astype(np.float64),
-                    margin_mean=arrays["margin_mean"].astype(np.float64), epochs=int(arrays["epochs"]),
+                    margin_mean=arrays["margin_mean"].astype(np.float64),
+                    probs_ema=arrays["probs_ema"].astype(np.float64), epochs=int(arrays["epochs"]),
                     clean_label=arrays.get("clean_label"),
                     aux_offsets=arrays["aux_offsets"].astype(np.float64) if "aux_offsets" in arrays else None,
                     estimated_noise_rate=float(arrays.get("estimated_noise_rate", np.nan)))

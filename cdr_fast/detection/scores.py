@@ -86,7 +86,7 @@ def accumulated_margin(margin_mean, probs_mean, labels) -> Suspects:
     return Suspects(np.asarray(margin_mean, dtype=np.float64), best_other(p, s)[0])
 
 
-def noise_posterior(probs, labels, joint, smoothing: float = 1e-3) -> Suspects:
+def noise_posterior(probs, labels, joint, smoothing: float = 1e-6) -> Suspects:
     """Each label's chance of being right once the noise is accounted for, by Bayes' rule.
 
     ``joint`` (m x m, summing to 1) is the estimated joint of (given label, true label), confident

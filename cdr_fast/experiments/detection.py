@@ -22,36 +22,41 @@ import numpy as np
 import torch
 
 from ..atomic_io import write_bytes_atomic, write_csv_atomic
-from ..detection import BEST, DETECTORS, EvidenceAccumulator, detection_rows, load_evidence, run_detectors
+from ..detection import (BEST, DETECTORS, EVIDENCE_FILE, Evidence, EvidenceAccumulator, adaptive_posterior,
+                         detection_rows, evidence_detectors, run_detectors)
 
 KEYS = ("dataset", "noise_type", "noise_rate", "seed")
 BASELINES = ("small_loss", "confident_learning")
 LABELS = {"small_loss": "small loss", "confident_learning": "confident learning", "aux_offsets": "AUX offsets",
-          "noise_posterior": "noise posterior",
+          "adaptive_posterior": "adaptive posterior",
           "accumulated_margin": "accumulated margin"}
 
 
-def run_rows(folder: Path) -> list[dict[str, Any]]:
-    """One finished run's rows: each kept epoch, then the final evidence."""
+def run_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
+    """One finished run's rows: each kept epoch, then the end of the run. The readings over epochs
+    are replayed from the kept epochs (as the run accumulated them); the trained network's final
+    probabilities and AUX's offsets come from its evidence.npz. Also the adaptive posterior's regime."""
     summary = json.loads((folder / "summary.json").read_text())
     key = {k: summary[k] for k in KEYS}
-    final = load_evidence(folder)
-    labels, clean = final.given_label, final.clean_label
-    rate = summary["noise_rate"] if summary["noise_type"] != "none" else final.estimated_noise_rate
-    rows = []
-    epochs = sorted((folder / "evidence").glob("epoch_*.npz"))
-    acc = EvidenceAccumulator(labels.size, final.probs.shape[1], torch.device("cpu"))
+    with np.load(folder / EVIDENCE_FILE) as f:
+        kept = {k: f[k] for k in f.files}
+    labels, clean = kept["given_label"], kept["clean_label"]
+    rate = float(kept["estimated_noise_rate"]) if summary["noise_type"] == "none" else summary["realised_noise_rate"]
+    acc = EvidenceAccumulator(labels.size, kept["probs"].shape[1], torch.device("cpu"))
     labels_t = torch.from_numpy(labels)
-    for path in epochs:
+    rows = []
+    for path in sorted((folder / "evidence").glob("epoch_*.npz")):
         with np.load(path) as f:
             probs, offsets = f["probs"], (f["aux_offsets"] if "aux_offsets" in f.files else None)
         acc.add_epoch(torch.from_numpy(probs), labels_t)
-        probs_mean, margin_mean = acc.means()
-        suspects = run_detectors(labels, probs, probs_mean, margin_mean, offsets)
+        suspects = run_detectors(labels, probs, *acc.means(), offsets)
         rows += detection_rows(suspects, labels, clean, rate, **key, epoch=int(path.stem.split("_")[1]))
-    suspects = run_detectors(labels, final.probs, final.probs_mean, final.margin_mean, final.aux_offsets)
-    rows += detection_rows(suspects, labels, clean, rate, **key, epoch="final")
-    return rows
+    probs_mean, margin_mean, probs_ema = acc.means()
+    final = Evidence(index=kept["index"], given_label=labels, probs=kept["probs"].astype(np.float64),
+                     probs_mean=probs_mean, margin_mean=margin_mean, probs_ema=probs_ema, epochs=acc.epochs,
+                     clean_label=clean, aux_offsets=kept.get("aux_offsets"))
+    rows += detection_rows(evidence_detectors(final), labels, clean, rate, **key, epoch="final")
+    return rows, adaptive_posterior(probs_ema, probs_mean, labels).regime
 
 
 def cell_table(rows: list[dict[str, Any]]) -> tuple[list[str], dict[tuple, dict[str, list[float]]]]:
@@ -64,9 +69,11 @@ def cell_table(rows: list[dict[str, Any]]) -> tuple[list[str], dict[tuple, dict[
     return detectors, cells
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], regimes: dict[tuple, set[str]]) -> str:
+    """The final average precision per cell; ``regimes``: the adaptive posterior's, per cell."""
     detectors, cells = cell_table(rows)
-    head = ["dataset", "noise", "rate", "seeds", *(LABELS[d] for d in detectors), f"{LABELS[BEST]} ahead by"]
+    head = ["dataset", "noise", "rate", "seeds", *(LABELS[d] for d in detectors), f"{LABELS[BEST]} ahead by",
+            "regime"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     wins = 0
     for (dataset, noise, rate), per in sorted(cells.items()):
@@ -76,7 +83,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         top = max(means.values())
         cols = [f"**{means[d]:.4f}**" if means[d] == top else f"{means[d]:.4f}" for d in detectors]
         lines.append(f"| {dataset} | {noise} | {rate:.0%} | {len(per[BEST])} | " + " | ".join(cols)
-                     + f" | {lead:+.4f} |")
+                     + f" | {lead:+.4f} | {', '.join(sorted(regimes[(dataset, noise, rate)]))} |")
     return (f"Final average precision (mean over seeds). {LABELS[BEST]} is ahead of both small loss and "
             f"confident learning in {wins} of {len(cells)} cells.\n\n" + "\n".join(lines) + "\n")
 
@@ -111,12 +118,14 @@ def figure_epochs(rows: list[dict[str, Any]], dataset: str, path: Path, rate: fl
 
 
 def report_detection(out: Path) -> None:
-    rows = []
+    rows, regimes = [], defaultdict(set)
     for summary in sorted((out / "runs").glob("*/summary.json")):
-        rows += run_rows(summary.parent)
+        run, regime = run_rows(summary.parent)
+        rows += run
+        regimes[(run[0]["dataset"], run[0]["noise_type"], run[0]["noise_rate"])].add(regime)
     ordered = [{**{k: r[k] for k in (*KEYS, "detector", "epoch")}, **{k: v for k, v in r.items()
                 if k not in (*KEYS, "detector", "epoch")}} for r in rows]
     write_csv_atomic(out / "detection.csv", ordered)
-    write_bytes_atomic(out / "detection.md", markdown(rows).encode())
+    write_bytes_atomic(out / "detection.md", markdown(rows, regimes).encode())
     for dataset in sorted({r["dataset"] for r in rows}):
         figure_epochs(rows, dataset, out / f"detection_epochs_{dataset}.png")

@@ -7,8 +7,10 @@ cell's own settings on the other folds of its noisy training split, and each pre
 fold (eval mode, after the last epoch). K times a run's cost, in (cell, fold) jobs on worker
 processes.
 
-    kfold.csv   per cell and detector: the in-sample reading (the cell's evidence.npz) against the
-                K-fold one, in AUROC, average precision, precision, recall and correction accuracy
+    kfold.csv   per cell and detector: the in-sample reading (the trained network's final
+                probabilities in the cell's evidence.npz) against the K-fold one, in AUROC, average
+                precision, precision, recall and correction accuracy. Each detector reads the one
+                set of probabilities (the adaptive posterior both as its recent and its mean reading).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from ..atomic_io import write_csv_atomic
-from ..detection import BEST, confident_learning, detection_rows, load_evidence, noise_posterior, small_loss
+from ..detection import BEST, EVIDENCE_FILE, adaptive_posterior, confident_learning, detection_rows, small_loss
 from ..training import Trainer, TrainConfig, prepare_data
 from ..training.split import NoisySplit
 from ..training.summary import eval_probabilities
@@ -62,18 +64,18 @@ def kfold_report(run_dirs: list[Path], out: Path, folds: int = 2, workers: int =
         jobs = {(i, k): pool.submit(_train_fold, c, folds, k) for i, c in enumerate(configs) for k in range(folds)}
         rows = []
         for i, (run, config) in enumerate(zip(run_dirs, configs)):
-            e = load_evidence(run)
-            probs = np.zeros_like(e.probs)
+            with np.load(run / EVIDENCE_FILE) as f:
+                y, clean, in_sample = f["given_label"], f["clean_label"], f["probs"].astype(np.float64)
+            probs = np.zeros_like(in_sample)
             for k in range(folds):
                 where, p = jobs[(i, k)].result()
                 probs[where] = p
             log(f"{run.name}: {folds} folds done")
             key = dict(dataset=config.dataset, noise_type=config.noise_type, noise_rate=config.noise_rate,
                        seed=config.seed)
-            y, clean = e.given_label, e.clean_label
-            for reading, p in (("in-sample", e.probs), (f"{folds}-fold", probs)):
+            for reading, p in (("in-sample", in_sample), (f"{folds}-fold", probs)):
                 suspects = {"small_loss": small_loss(p, y), "confident_learning": confident_learning(p, y).suspects(),
-                            BEST: noise_posterior(p, y, confident_learning(p, y).calibrated)}
-                rows += detection_rows(suspects, y, clean, config.noise_rate, **key, probabilities=reading)
+                            BEST: adaptive_posterior(p, p, y).suspects()}
+                rows += detection_rows(suspects, y, clean, float((y != clean).mean()), **key, probabilities=reading)
     write_csv_atomic(out / "kfold.csv", rows)
     return rows

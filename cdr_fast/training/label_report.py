@@ -25,7 +25,7 @@ import numpy as np
 from ..atomic_io import write_csv_atomic
 from ..checks import check_choice, check_positive_int
 from ..data import dataset_spec, load_dataset
-from ..detection import BEST, EVIDENCE_FILE, load_evidence, run_detectors
+from ..detection import BEST, EVIDENCE_FILE, evidence_detectors, load_evidence
 from ..detection.fix import FIXES, clean_builtin, clean_folder, clean_npz, cleaned_labels
 from ..detection.gallery import suspects_figure
 from ..detection.metrics import correction_accuracy, flagged_count, precision_recall, top
@@ -58,7 +58,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
     config = TrainConfig(**json.loads((run_dir / "summary.json").read_text())["config"])
     e = load_evidence(run_dir)
     data = load_dataset(config.dataset, config.data_dir)
-    score, suggested = run_detectors(e.given_label, e.probs, e.probs_mean, e.margin_mean, e.aux_offsets)[BEST]
+    score, suggested = evidence_detectors(e)[BEST]
     flagged_n = flagged_count(score.size, e.estimated_noise_rate)
     flagged = top(score, flagged_n)
     order = np.argsort(-score, kind="stable")[:flagged_n]

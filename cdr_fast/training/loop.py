@@ -275,11 +275,12 @@ class Trainer:
 
     @property
     def flag_rate(self) -> float:
-        """The share of examples the detectors flag: the estimated noise rate with tau "auto", else the
-        synthetic noise rate the run was told (NaN: unknown; confident learning's estimate serves)."""
+        """The share of examples the detectors flag: the estimated noise rate with tau "auto", else,
+        under synthetic noise, the share it flipped (asymmetric noise at 40% flips 40% of 4 classes),
+        else NaN: confident learning's estimate serves."""
         if self.noise_estimate is not None:
             return self.noise_estimate.rate
-        return self.config.noise_rate if self.config.noise_type != "none" else float("nan")
+        return self.data.realised_rate if self.config.noise_type != "none" else float("nan")
 
     def _minutes_to_steps(self, now: float) -> None:
         """``checkpoint_minutes`` as a step count, measured once over this process's first

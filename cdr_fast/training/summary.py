@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from ..auxiliary import AuxBias
-from ..detection import BEST, Evidence, EvidenceAccumulator, confident_learning, detection_rows, run_detectors
+from ..detection import (BEST, Evidence, EvidenceAccumulator, confident_learning, detection_rows, evidence_detectors,
+                         run_detectors)
 from ..detection.metrics import flagged_count, top
 from .config import TrainConfig
 from .split import NoisySplit
@@ -30,8 +31,7 @@ def epoch_detection(epoch: int, probs: Tensor, offsets: Tensor | None, evidence:
     if data.train_clean is None:
         return []
     labels, p = data.train_y.cpu().numpy(), probs.cpu().numpy()
-    probs_mean, margin_mean = evidence.means()
-    suspects = run_detectors(labels, p, probs_mean, margin_mean, offsets.cpu().numpy() if offsets is not None else None)
+    suspects = run_detectors(labels, p, *evidence.means(), offsets.cpu().numpy() if offsets is not None else None)
     return detection_rows(suspects, labels, data.train_clean.cpu().numpy(), flag_rate(rate, p, labels), epoch=epoch)
 
 
@@ -47,9 +47,9 @@ def final_evidence(model: nn.Module, aux: AuxBias | None, evidence: EvidenceAccu
     """The run's ``evidence.npz``: the accumulated means plus the trained network's probabilities."""
     probs = eval_probabilities(model, data.train_x, eval_batch_size)
     labels = data.train_y.cpu().numpy()
-    probs_mean, margin_mean = evidence.means()
+    probs_mean, margin_mean, probs_ema = evidence.means()
     return Evidence(index=data.train_index.cpu().numpy(), given_label=labels, probs=probs, probs_mean=probs_mean,
-                    margin_mean=margin_mean, epochs=evidence.epochs,
+                    margin_mean=margin_mean, probs_ema=probs_ema, epochs=evidence.epochs,
                     clean_label=data.train_clean.cpu().numpy() if data.train_clean is not None else None,
                     aux_offsets=aux.offsets().cpu().numpy() if aux is not None else None,
                     estimated_noise_rate=flag_rate(rate, probs, labels))
@@ -59,10 +59,8 @@ def final_detection(evidence: Evidence) -> list[dict[str, Any]]:
     """The detectors on the final evidence (epoch ``final``), where the flips are known."""
     if evidence.clean_label is None:
         return []
-    suspects = run_detectors(evidence.given_label, evidence.probs, evidence.probs_mean, evidence.margin_mean,
-                             evidence.aux_offsets)
-    return detection_rows(suspects, evidence.given_label, evidence.clean_label, evidence.estimated_noise_rate,
-                          epoch="final")
+    e = evidence
+    return detection_rows(evidence_detectors(e), e.given_label, e.clean_label, e.estimated_noise_rate, epoch="final")
 
 
 def suspect_rows(evidence: Evidence, data: NoisySplit) -> list[dict[str, Any]]:
@@ -70,7 +68,7 @@ def suspect_rows(evidence: Evidence, data: NoisySplit) -> list[dict[str, Any]]:
     the given label, the suggested one, the score, and whether it is among the flagged (the top
     n times the estimated noise rate)."""
     e = evidence
-    score, suggested = run_detectors(e.given_label, e.probs, e.probs_mean, e.margin_mean, e.aux_offsets)[BEST]
+    score, suggested = evidence_detectors(e)[BEST]
     flagged = top(score, flagged_count(score.size, e.estimated_noise_rate))
     order = np.argsort(-score, kind="stable")
     return [{"index": int(e.index[i]), "given_label": int(e.given_label[i]), "suggested_label": int(suggested[i]),
