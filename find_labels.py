@@ -16,7 +16,7 @@ Writes, besides the run's own files (train.py --help):
 Ready to train on: python train.py --dataset folder --data-dir runs/photos/cleaned ...
 
 How many are flagged: n times the estimated noise rate (--tau auto's estimate, the share synthetic
-noise flipped, or else confident learning's estimate from the run's evidence). The validation split
+noise flipped, or else confident learning's estimate from the run's evidence), or --flag RATE. The validation split
 (--val-fraction) is not scored; its labels stay as given. README: "Finding wrong labels".
 """
 
@@ -30,7 +30,7 @@ import train
 from cdr_fast.data import DatasetError
 from cdr_fast.detection.fix import FIXES
 from cdr_fast.training.label_report import label_report
-from cdr_fast.training.flags import INTEGER, HelpFormatter
+from cdr_fast.training.flags import INTEGER, NUMBER, HelpFormatter
 
 
 def own_flags(add_help: bool) -> argparse.ArgumentParser:
@@ -42,6 +42,8 @@ def own_flags(add_help: bool) -> argparse.ArgumentParser:
     p.add_argument("--top-images", type=INTEGER, default=48, help="suspects shown in wrong_labels.png")
     p.add_argument("--fix", choices=FIXES, default="relabel",
                    help="the cleaned copy: relabel each flagged example with its suggestion, or drop it")
+    p.add_argument("--flag", type=NUMBER, default=None, metavar="RATE",
+                   help="flag this share of the scored examples (default: the run's estimated noise rate)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {args.out} holds a finished run; the training flags ({' '.join(training_argv)}) are ignored",
               file=sys.stderr)
     try:
-        report = label_report(args.out, args.top_images, args.fix, progress=not args.no_progress)
+        progress = not args.no_progress and sys.stderr.isatty()  # a redirected log gets no bars
+        report = label_report(args.out, args.top_images, args.fix, progress=progress, flag_rate=args.flag)
     except (ValueError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -71,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if report.precision is not None:
         checked = (f"; against the known clean labels: {report.precision:.1%} of them are wrong, and "
                    f"{report.correction_accuracy:.1%} of those get the right suggestion")
-    print(f"{report.flagged} suspects among {report.scored} training examples (estimated noise rate "
-          f"{report.rate:.1%}){checked}")
+    share = "asked for" if args.flag is not None else "the estimated noise rate"
+    print(f"{report.flagged} suspects among {report.scored} training examples ({report.rate:.1%}, {share})"
+          f"{checked}")
     for path in report.files:
         print(f"  {path}")
     return 0

@@ -5,8 +5,10 @@
     python train.py --resume --out runs/my-run   # continue an interrupted run exactly
     torchrun --standalone --nproc_per_node=2 train.py --out runs/two   # one run across 2 processes
 
-Writes config.json, metrics.csv (one row per epoch), summary.json, an atomic checkpoint.pt and, with
-AUX, suspects.csv (the training examples most likely mislabelled first) to --out.
+Writes config.json, metrics.csv (one row per epoch), summary.json, an atomic checkpoint.pt,
+evidence.npz (the label evidence), suspects.csv (the training examples most likely mislabelled
+first) and, where the flips are known, detection.csv to --out. find_labels.py adds the picture
+and a cleaned copy of the labels.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def test_detection_benchmark_recomputes_what_each_run_measured(tmp_path):
     """Two seeds at 40% and one at 20%, two epochs each: the report, recomputed from the evidence
     the runs kept, equals the rows each run measured while training (detection.csv)."""
     assert experiments.main(["detection", "--datasets", "mnist-mini", "--noise-types", "pairflip", "--rates", "0.2",
-                             "0.4", "--seeds", "1", "2", "--epochs", "2", "--milestones", "--workers", "1",
+                             "0.4", "--seeds", "1", "2", "--epochs", "2", "--milestones", "--workers", "2",
                              "--kfold", "mnist-mini_pairflip20_cdr_aux_lam1_alr0.3_s1", "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "detection.csv").open()))
     assert list(rows[0])[:6] == ["dataset", "noise_type", "noise_rate", "seed", "detector", "epoch"]

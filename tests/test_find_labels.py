@@ -81,9 +81,12 @@ def test_a_finished_run_gives_its_report_again_without_training_and_can_drop(fol
     assert find_labels.main(["--out", str(folder_run), "--fix", "drop", "--top-images", "4", "--epochs", "99"]) == 0
     out, err = capsys.readouterr()
     assert "holds a finished run; the training flags (--epochs 99) are ignored" in err
-    assert f"{flagged} suspects among 270 training examples" in out
+    assert f"{flagged} suspects among 270 training examples (" in out and "the estimated noise rate" in out
     assert len(load_dataset("folder", folder_run / "cleaned").train_files) == 300 - flagged
-    find_labels.main(["--out", str(folder_run)])  # back to relabel, for the other tests
+    assert find_labels.main(["--out", str(folder_run), "--flag", "0.5", "--top-images", "4"]) == 0
+    assert "135 suspects among 270 training examples (50.0%, asked for)" in capsys.readouterr().out
+    assert sum(1 for _ in (folder_run / "wrong_labels.csv").open()) == 1 + 135
+    find_labels.main(["--out", str(folder_run)])  # back to the estimate and relabel, for the other tests
 
 
 def test_an_npz_gets_a_cleaned_npz_in_its_own_format(tmp_path, truth):
@@ -112,6 +115,8 @@ def test_bad_flags_are_argparse_errors(capsys, argv, message):
 def test_bad_values_and_runs_without_evidence_are_one_line(tmp_path, capsys, folder_run):
     assert find_labels.main(["--out", str(folder_run), "--top-images", "0"]) == 2
     assert capsys.readouterr().err == "error: invalid top images: 0; must be a positive integer\n"
+    assert find_labels.main(["--out", str(folder_run), "--flag", "1.5"]) == 2
+    assert "error: invalid flag rate: 1.5" in capsys.readouterr().err
     (tmp_path / "summary.json").write_text("{}")
     assert find_labels.main(["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -15,7 +15,6 @@ The ranking is the best detector's (``cdr_fast.detection.report.BEST``), read fr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic_io import write_csv_atomic
-from ..checks import check_choice, check_positive_int
+from ..checks import check_choice, check_positive_int, check_range
 from ..data import dataset_spec, load_dataset
 from ..detection import BEST, EVIDENCE_FILE, evidence_detectors, load_evidence
 from ..detection.fix import FIXES, clean_builtin, clean_folder, clean_npz, cleaned_labels
@@ -37,7 +36,7 @@ from .split import noisy_labels
 class LabelReport:
     flagged: int  # examples flagged
     scored: int  # training examples scored
-    rate: float  # the estimated noise rate that set the count
+    rate: float  # the share flagged: the estimated noise rate, or the one asked for
     files: list[Path]  # what was written
     precision: float | None = None  # against the clean labels, where known
     correction_accuracy: float | None = None
@@ -48,18 +47,22 @@ def _class_name(names: list[str] | None, label: int) -> str:
 
 
 def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel", progress: bool = True,
-                 log: Callable[[str], None] = print) -> LabelReport:
-    """Write the report of the finished run in ``run_dir``; ValueError (one line) if it cannot."""
+                 flag_rate: float | None = None) -> LabelReport:
+    """Write the report of the finished run in ``run_dir``, flagging ``flag_rate`` of the scored
+    examples (None: the run's estimated noise rate); ValueError (one line) if it cannot."""
     run_dir = Path(run_dir)
     check_choice("fix", fix, FIXES)
     check_positive_int("top images", top_images)
+    if flag_rate is not None:
+        check_range("flag rate", flag_rate, 0.0, 1.0, closed=True)
     if not (run_dir / "summary.json").is_file() or not (run_dir / EVIDENCE_FILE).is_file():
         raise ValueError(f"{run_dir}: no finished run with its evidence ({EVIDENCE_FILE}); train it first")
     config = TrainConfig(**json.loads((run_dir / "summary.json").read_text())["config"])
     e = load_evidence(run_dir)
     data = load_dataset(config.dataset, config.data_dir)
     score, suggested = evidence_detectors(e)[BEST]
-    flagged_n = flagged_count(score.size, e.estimated_noise_rate)
+    rate = e.estimated_noise_rate if flag_rate is None else flag_rate
+    flagged_n = flagged_count(score.size, rate)
     flagged = top(score, flagged_n)
     order = np.argsort(-score, kind="stable")[:flagged_n]
     names = data.class_names
@@ -83,7 +86,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
                 f"{_class_name(names, int(suggested[i]))}" for k, i in enumerate(shown)]
     suspects_figure(data.train_images[e.index[shown]], captions, files[1],
                     f"{len(shown)} most suspect of {flagged_n} flagged ({config.dataset}, {e.given_label.size} "
-                    "training examples scored): given -> suggested")
+                    "training examples scored): given → suggested")
 
     labels, keep = cleaned_labels(noisy_labels(config, data).numpy(), e.index, flagged, suggested, fix)
     if config.dataset == "folder":
@@ -97,7 +100,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
         files.append(run_dir / "cleaned_labels.npz")
         clean_builtin(files[-1], labels, keep)
 
-    report = LabelReport(flagged_n, score.size, e.estimated_noise_rate, files)
+    report = LabelReport(flagged_n, score.size, rate, files)
     if e.clean_label is not None:
         truly = e.given_label != e.clean_label
         report.precision = precision_recall(score, truly, flagged_n)[0]
