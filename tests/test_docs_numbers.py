@@ -133,11 +133,9 @@ def test_the_detection_benchmark_claims(detection_final):
     def ap(cell, detector):
         return f"{mean_of(cells[cell][detector]):.4f}"
 
-    fp, fa, mp = ("fashion-mnist", "pairflip", 0.4), ("fashion-mnist", "asymmetric", 0.4), ("mnist", "pairflip", 0.4)
+    fp = ("fashion-mnist", "pairflip", 0.4)
     assert (f"Fashion-MNIST pairflip 40% {ap(fp, 'adaptive_posterior')} against {ap(fp, 'confident_learning')} "
             f"(confident learning) and {ap(fp, 'small_loss')} (small loss)") in README
-    assert f"asymmetric 40% {ap(fa, 'adaptive_posterior')} against {ap(fa, 'confident_learning')}" in README
-    assert f"MNIST pairflip 40% {ap(mp, 'adaptive_posterior')} against {ap(mp, 'confident_learning')}" in README
     leads = {noise: sorted(lead(d) for (_, n, _), d in cells.items() if n == noise) for noise in ("symmetric",
                                                                                                    "instance")}
     assert f"symmetric noise ({leads['symmetric'][0]:+.4f} to {leads['symmetric'][-1]:+.4f}" in README
@@ -149,8 +147,8 @@ def test_the_detection_benchmark_claims(detection_final):
                    for s in d["adaptive_posterior"])
 
     instance, symmetric = ("fashion-mnist", "instance", 0.4), ("fashion-mnist", "symmetric", 0.4)
-    assert (f"on Fashion-MNIST it trails in {seeds_behind(instance)} of its 3 seeds at instance 40% and in "
-            f"{seeds_behind(symmetric)} of 3 at symmetric 40%") in README
+    assert (f"on Fashion-MNIST it trails in {seeds_behind(instance)} of 3 seeds at instance 40% (by" in NOTEBOOK
+            and f"and in {seeds_behind(symmetric)} of 3 at symmetric 40%" in NOTEBOOK)
     others = [c for c in cells if c not in (instance, symmetric) and len(cells[c]["small_loss"]) == 3]
     assert [seeds_behind(c) for c in others] == [0] * len(others)  # every other seed of every other cell: ahead
 
@@ -160,19 +158,17 @@ def test_the_corrections_and_the_k_fold_claims(detection_final):
     ours = [mean_of(d["adaptive_posterior"], "correction_accuracy") for d in structured]
     theirs = [mean_of(d["confident_learning"], "correction_accuracy") for d in structured]
     assert (f"right for {100 * min(ours):.1f}-{100 * max(ours):.1f}% of the truly wrong flagged labels under "
-            f"class-structured noise (confident learning: {100 * min(theirs):.1f}-{100 * max(theirs):.1f}%)") in README
+            f"class-structured noise (confident learning's: {100 * min(theirs):.1f}-{100 * max(theirs):.1f}%")\
+        in NOTEBOOK
     rows = list(csv.DictReader(open(DETECTION / "kfold.csv")))
     by = {(r["dataset"], r["noise_type"], r["detector"], r["probabilities"]): float(r["average_precision"])
           for r in rows}
     assert all(by[k[:3] + ("2-fold",)] < v for k, v in by.items() if k[3] == "in-sample")  # every one worse
     cells = {(r["dataset"], r["noise_type"]) for r in rows}
-    assert f"made every detector worse on the {len(cells)} cells measured" in README
-    cl = by[("fashion-mnist", "pairflip", "confident_learning", "in-sample")], \
-        by[("fashion-mnist", "pairflip", "confident_learning", "2-fold")]
-    assert f"{cl[0]:.4f} in-sample, {cl[1]:.4f} 2-fold" in README
+    assert f"On {len(cells)} cells, 2-fold cross-validation" in NOTEBOOK and "made every detector worse" in NOTEBOOK
     memorised = [json.loads(f.read_text())["memorised_noisy_last"]
                  for f in (DETECTION / "runs").glob("mnist_*/summary.json")]
-    assert f"at most {max(memorised):.1f}% of the flipped MNIST labels" in README
+    assert f"at most {max(memorised):.1f}% of the flipped MNIST labels" in NOTEBOOK
 
 
 def test_the_notebooks_detection_section():
@@ -218,8 +214,3 @@ def test_the_detectors_under_plain_sgd():
         ap = [f"{float(rows[(dataset, d, 'final')]['average_precision']):.4f}"
               for d in ("adaptive_posterior", "small_loss", "confident_learning")]
         assert f"{ap[0]} against {ap[1]}" in NOTEBOOK and f"{ap[2]}" in NOTEBOOK
-    mnist = {d: f"{float(rows[('mnist', d, e)]['auroc']):.3f}" for d, e in
-             (("small_loss", "11"), ("adaptive_posterior", "final"))}
-    final_sl = f"{float(rows[('mnist', 'small_loss', 'final')]['auroc']):.3f}"
-    assert (f"small loss's AUROC on MNIST instance 40% falls from {mnist['small_loss']} at epoch 11 to {final_sl} "
-            f"at the end, while the adaptive posterior keeps {mnist['adaptive_posterior']}") in README

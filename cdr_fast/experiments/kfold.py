@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -59,7 +58,6 @@ def _train_fold(config: TrainConfig, folds: int, fold: int) -> tuple[np.ndarray,
 def kfold_report(run_dirs: list[Path], out: Path, folds: int = 2, workers: int = 2, log=print) -> list[dict[str, Any]]:
     """K-fold probabilities for each finished benchmark run in ``run_dirs``; writes ``out/kfold.csv``."""
     configs = [TrainConfig(**json.loads((d / "summary.json").read_text())["config"]) for d in run_dirs]
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         jobs = {(i, k): pool.submit(_train_fold, c, folds, k) for i, c in enumerate(configs) for k in range(folds)}
         rows = []

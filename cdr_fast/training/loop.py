@@ -265,7 +265,7 @@ class Trainer:
     def _read_evidence(self, probs: Tensor) -> None:
         """After an epoch: how each detector would fare now (known flips only), and with
         ``keep_epoch_evidence`` the epoch's probabilities, into the run folder."""
-        if self.folder is None:
+        if self.folder is None or not (self.keep_epoch_evidence or self.data.train_clean is not None):
             return
         offsets = self.aux.offsets() if self.aux is not None else None
         if self.keep_epoch_evidence:
