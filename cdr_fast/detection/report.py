@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from .adaptive import adaptive_posterior
 from .confident import confident_learning
 from .evidence import Evidence
-from .metrics import flagged_count, judge
+from .metrics import flagged_count, judge, top
 from .scores import Suspects, accumulated_margin, aux_offsets, small_loss
 
 # The detectors in the tables' order; BEST is the one suspects.csv ranks by (README, "Finding
@@ -45,3 +46,22 @@ def detection_rows(suspects: dict[str, Suspects], given, clean, rate: float, **k
              **{k: (round(v, 6) if math.isfinite(v) else v)
                 for k, v in judge(s.score, s.suggested, given, clean, flagged).items()}}
             for name, s in suspects.items()]
+
+
+class Ranking(NamedTuple):
+    """The best detector's verdict on a run: every example most suspect first, and the flagged."""
+
+    order: np.ndarray  # example positions, most suspect first
+    score: np.ndarray
+    suggested: np.ndarray
+    flagged: np.ndarray  # (n,) bool: the top n * rate
+
+    @property
+    def count(self) -> int:
+        return int(self.flagged.sum())
+
+
+def rank_suspects(best: Suspects, rate: float) -> Ranking:
+    """``best`` (BEST's scores and suggestions) ranked, flagging the top n times ``rate``."""
+    score, suggested = best
+    return Ranking(np.argsort(-score, kind="stable"), score, suggested, top(score, flagged_count(score.size, rate)))

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..atomic_io import write_csv_atomic
 from ..checks import check_choice, check_positive_int, check_range
@@ -27,7 +26,8 @@ from ..data import dataset_spec, load_dataset
 from ..detection import BEST, EVIDENCE_FILE, evidence_detectors, load_evidence
 from ..detection.fix import FIXES, clean_builtin, clean_folder, clean_npz, cleaned_labels
 from ..detection.gallery import suspects_figure
-from ..detection.metrics import correction_accuracy, flagged_count, precision_recall, top
+from ..detection.metrics import correction_accuracy, precision_recall
+from ..detection.report import rank_suspects
 from .config import TrainConfig
 from .split import noisy_labels
 
@@ -60,11 +60,10 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
     config = TrainConfig(**json.loads((run_dir / "summary.json").read_text())["config"])
     e = load_evidence(run_dir)
     data = load_dataset(config.dataset, config.data_dir)
-    score, suggested = evidence_detectors(e)[BEST]
     rate = e.estimated_noise_rate if flag_rate is None else flag_rate
-    flagged_n = flagged_count(score.size, rate)
-    flagged = top(score, flagged_n)
-    order = np.argsort(-score, kind="stable")[:flagged_n]
+    ranking = rank_suspects(evidence_detectors(e)[BEST], rate)
+    score, suggested, flagged, flagged_n = ranking.score, ranking.suggested, ranking.flagged, ranking.count
+    order = ranking.order[:flagged_n]
     names = data.class_names
 
     rows: list[dict[str, Any]] = []

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..auxiliary import AuxBias
 from ..data import dataset_spec, random_crop_flip
+from ..detection import evidence_detectors
 from ..detection.evidence import EvidenceAccumulator
 from ..distributed import SINGLE, Distributed
 from ..engines import resolve_engine
@@ -361,17 +362,17 @@ class Trainer:
                                                                   self.optimizer.param_groups[0]["tau"]))
             if self.epoch < self.config.epochs and self._stop_agreed(0, epoch_end=True):
                 raise self._stopped(0, 0)
-        evidence, detection = None, None
-        if self.folder is not None:
-            evidence = final_evidence(self.model, self.aux, self.evidence, self.data, self.flag_rate,
-                                      self.config.eval_batch_size)
-            detection = final_detection(evidence)
-            self.folder.write_evidence(evidence)
-            self.folder.write_detection(self.detection_history + detection)
+        if self.folder is None:
+            return self.summary()
+        evidence = final_evidence(self.model, self.aux, self.evidence, self.data, self.flag_rate,
+                                  self.config.eval_batch_size)
+        suspects = evidence_detectors(evidence)  # once, for the rows and the suspects file
+        detection = final_detection(evidence, suspects)
+        self.folder.write_evidence(evidence)
+        self.folder.write_detection(self.detection_history + detection)
         summary = self.summary(detection)
-        if self.folder is not None:
-            self.folder.write_suspects(suspect_rows(evidence, self.data))
-            self.folder.write_summary(summary)
+        self.folder.write_suspects(suspect_rows(evidence, suspects))
+        self.folder.write_summary(summary)
         return summary
 
     def _warn(self, line: str | None) -> bool:

@@ -12,14 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from ..auxiliary import AuxBias
-from ..detection import (BEST, Evidence, EvidenceAccumulator, confident_learning, detection_rows, evidence_detectors,
-                         run_detectors)
-from ..detection.metrics import flagged_count, top
+from ..detection import BEST, Evidence, EvidenceAccumulator, Suspects, confident_learning, detection_rows, run_detectors
+from ..detection.report import rank_suspects
 from .config import TrainConfig
 from .split import NoisySplit
 
 
-def flag_rate(rate: float, probs: np.ndarray, labels: np.ndarray) -> float:
+def rate_to_flag(rate: float, probs: np.ndarray, labels: np.ndarray) -> float:
     """The share to flag: ``rate`` where the run knows one (``Trainer.flag_rate``), else confident
     learning's estimate from these probabilities."""
     return rate if math.isfinite(rate) else confident_learning(probs, labels).noise_rate
@@ -32,7 +31,7 @@ def epoch_detection(epoch: int, probs: Tensor, offsets: Tensor | None, evidence:
         return []
     labels, p = data.train_y.cpu().numpy(), probs.cpu().numpy()
     suspects = run_detectors(labels, p, *evidence.means(), offsets.cpu().numpy() if offsets is not None else None)
-    return detection_rows(suspects, labels, data.train_clean.cpu().numpy(), flag_rate(rate, p, labels), epoch=epoch)
+    return detection_rows(suspects, labels, data.train_clean.cpu().numpy(), rate_to_flag(rate, p, labels), epoch=epoch)
 
 
 @torch.no_grad()
@@ -52,27 +51,25 @@ def final_evidence(model: nn.Module, aux: AuxBias | None, evidence: EvidenceAccu
                     margin_mean=margin_mean, probs_ema=probs_ema, epochs=evidence.epochs,
                     clean_label=data.train_clean.cpu().numpy() if data.train_clean is not None else None,
                     aux_offsets=aux.offsets().cpu().numpy() if aux is not None else None,
-                    estimated_noise_rate=flag_rate(rate, probs, labels))
+                    estimated_noise_rate=rate_to_flag(rate, probs, labels))
 
 
-def final_detection(evidence: Evidence) -> list[dict[str, Any]]:
-    """The detectors on the final evidence (epoch ``final``), where the flips are known."""
-    if evidence.clean_label is None:
-        return []
+def final_detection(evidence: Evidence, suspects: dict[str, Suspects]) -> list[dict[str, Any]]:
+    """The detectors on the final evidence (``evidence_detectors``; epoch ``final``), where the
+    flips are known."""
     e = evidence
-    return detection_rows(evidence_detectors(e), e.given_label, e.clean_label, e.estimated_noise_rate, epoch="final")
+    if e.clean_label is None:
+        return []
+    return detection_rows(suspects, e.given_label, e.clean_label, e.estimated_noise_rate, epoch="final")
 
 
-def suspect_rows(evidence: Evidence, data: NoisySplit) -> list[dict[str, Any]]:
+def suspect_rows(evidence: Evidence, suspects: dict[str, Suspects]) -> list[dict[str, Any]]:
     """Every training example, most suspect first by the best detector: its index in the dataset,
     the given label, the suggested one, the score, and whether it is among the flagged (the top
     n times the estimated noise rate)."""
-    e = evidence
-    score, suggested = evidence_detectors(e)[BEST]
-    flagged = top(score, flagged_count(score.size, e.estimated_noise_rate))
-    order = np.argsort(-score, kind="stable")
-    return [{"index": int(e.index[i]), "given_label": int(e.given_label[i]), "suggested_label": int(suggested[i]),
-             "score": round(float(score[i]), 6), "flagged": int(flagged[i])} for i in order]
+    e, r = evidence, rank_suspects(suspects[BEST], evidence.estimated_noise_rate)
+    return [{"index": int(e.index[i]), "given_label": int(e.given_label[i]), "suggested_label": int(r.suggested[i]),
+             "score": round(float(r.score[i]), 6), "flagged": int(r.flagged[i])} for i in r.order]
 
 
 def detection_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
