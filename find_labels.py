@@ -16,21 +16,37 @@ Writes, besides the run's own files (train.py --help):
 Ready to train on: python train.py --dataset folder --data-dir runs/photos/cleaned ...
 
 How many are flagged: n times the estimated noise rate (--tau auto's estimate, the share synthetic
-noise flipped, or else confident learning's estimate from the run's evidence), or --flag RATE. The validation split
-(--val-fraction) is not scored; its labels stay as given. README: "Finding wrong labels".
+noise flipped, or else confident learning's estimate from the run's evidence), or --flag RATE.
+Every example is scored, the validation split (--val-fraction) too, by the trained network; the
+files say which were trained on. README: "Finding wrong labels".
 """
 
-from __future__ import annotations
-
-import argparse
+# From the first moment: a signal during the imports is one line too, never a traceback (the
+# library's handler, cdr_fast.training.signals, takes over once it is loaded).
+import signal
 import sys
-from pathlib import Path
 
-import train
-from cdr_fast.data import DatasetError
-from cdr_fast.detection.fix import FIXES
-from cdr_fast.training.label_report import label_report
-from cdr_fast.training.flags import INTEGER, NUMBER, HelpFormatter
+
+def _stop_at_once(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+for _signal in (signal.SIGTERM, signal.SIGUSR1):
+    signal.signal(_signal, _stop_at_once)
+
+try:
+    import argparse
+    from pathlib import Path
+
+    from cdr_fast.data import DatasetError
+    from cdr_fast.detection import BEST, DETECTORS
+    from cdr_fast.training import cli, signals
+    from cdr_fast.training.flags import INTEGER, NUMBER, HelpFormatter
+    from cdr_fast.wrong_labels import FIXES, label_report
+except KeyboardInterrupt as stop:
+    print(f"\n{'stopped by ' + stop.args[0] if stop.args else 'interrupted'} while starting: nothing was written",
+          file=sys.stderr)
+    sys.exit(143 if stop.args else 130)
 
 
 def own_flags(add_help: bool) -> argparse.ArgumentParser:
@@ -44,8 +60,29 @@ def own_flags(add_help: bool) -> argparse.ArgumentParser:
                    help="the cleaned copy: relabel each flagged example with its suggestion, or drop it")
     p.add_argument("--flag", type=NUMBER, default=None, metavar="RATE",
                    help="flag this share of the scored examples (default: the run's estimated noise rate)")
+    p.add_argument("--detector", choices=tuple(DETECTORS), default=BEST, help="the detector that ranks the suspects")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def report(args: argparse.Namespace) -> int:
+    """The report of the finished run in ``args.out``: its files, and one line that sums it up."""
+    try:
+        progress = not args.no_progress and sys.stderr.isatty()  # a redirected log gets no bars
+        found = label_report(args.out, args.top_images, args.fix, progress=progress, flag_rate=args.flag,
+                             detector=args.detector)
+    except (ValueError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    checked = ""
+    if found.precision is not None:
+        checked = (f"; against the known clean labels: {found.precision:.1%} of them are wrong, and "
+                   f"{found.correction_accuracy:.1%} of those get the right suggestion")
+    share = "asked for" if args.flag is not None else "the estimated noise rate"
+    print(f"{found.flagged} suspects among {found.scored} examples ({found.rate:.1%}, {share}){checked}")
+    for path in found.files:
+        print(f"  {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,34 +90,32 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         own_flags(add_help=False).print_help()
         print("\ntraining flags (as train.py takes them):")
-        train.build_parser().print_help()
+        cli.build_parser().print_help()
         return 0
     args, training_argv = own_flags(add_help=True).parse_known_args(argv)
     if not (args.out / "summary.json").is_file():
         extra = ["--no-progress"] if args.no_progress else []
-        status = train.main([*training_argv, *extra, "--out", str(args.out), "--auto-resume"])
+        status = cli.main([*training_argv, *extra, "--out", str(args.out), "--auto-resume"])  # train(...)
         if status != 0:
             return status
     elif training_argv:
         print(f"note: {args.out} holds a finished run; the training flags ({' '.join(training_argv)}) are ignored",
               file=sys.stderr)
+    return report(args)  # ... then report(...)
+
+
+def script_main(argv: list[str] | None = None) -> int:
+    """The script's whole life after its imports; returns the exit status."""
+    signals.install()
     try:
-        progress = not args.no_progress and sys.stderr.isatty()  # a redirected log gets no bars
-        report = label_report(args.out, args.top_images, args.fix, progress=progress, flag_rate=args.flag)
-    except (ValueError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    checked = ""
-    if report.precision is not None:
-        checked = (f"; against the known clean labels: {report.precision:.1%} of them are wrong, and "
-                   f"{report.correction_accuracy:.1%} of those get the right suggestion")
-    share = "asked for" if args.flag is not None else "the estimated noise rate"
-    print(f"{report.flagged} suspects among {report.scored} training examples ({report.rate:.1%}, {share})"
-          f"{checked}")
-    for path in report.files:
-        print(f"  {path}")
-    return 0
+        return main(argv)
+    except KeyboardInterrupt as stop:  # a signal during the report, or between the run's handled stretches
+        print(f"\n{signals.stop_word(stop)}: the run's folder holds what it had saved; the same command writes the "
+              "report again", file=sys.stderr)
+        return signals.status(stop)
+    finally:
+        signals.uninstall()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(script_main())

@@ -188,4 +188,4 @@ class SparseTables:
             w, (g.to_dense() if g.is_sparse else g).reshape(-1), st.get("momentum_buffer", p.data).view(-1),
             st.get("initial", p.data).view(-1), thr, kept, n_scored=0, lr=group["lr"],
             momentum=group["momentum"], weight_decay=group["weight_decay"],
-            rdi_coef=rdi_coefficient(group["rdi_lambda"]), clip=1.0, mask=False)
+            rdi_coef=rdi_coefficient(group["rdi_lambda"]), gradient_scale=1.0, mask=False)

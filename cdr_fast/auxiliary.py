@@ -37,7 +37,11 @@ class AuxBias(nn.Module):
     def __init__(self, num_examples: int, num_classes: int, lam: float = 1.0, *, engine: str | Engine | None = None,
                  fused: bool | None = None) -> None:
         super().__init__()
-        self.engine = engine_name(engine, fused)  # checked now, resolved at the first forward
+        # ``engine`` is always an Engine once resolved; a name waits in ``engine_choice`` until the
+        # first forward, which knows the tensors' device.
+        chosen = engine_name(engine, fused)
+        self.engine: Engine | None = chosen if isinstance(chosen, Engine) else None
+        self.engine_choice: str = chosen.name if isinstance(chosen, Engine) else chosen
         check_positive_int("num_examples", num_examples)
         check_positive_int("num_classes", num_classes)
         lam = check_range("lam", lam, 0.0)
@@ -97,6 +101,6 @@ class AuxBias(nn.Module):
             lo, hi = (int(v) for v in torch.aminmax(idx))
             if lo < 0 or hi >= self.num_examples:
                 raise IndexError(f"example index out of range: got [{lo}, {hi}], table has {self.num_examples} rows")
-        if not isinstance(self.engine, Engine):
-            self.engine = resolve_engine(self.engine, logits.device)
+        if self.engine is None:
+            self.engine = resolve_engine(self.engine_choice, logits.device)
         return self.engine.aux_gather_add(logits, self.weight, idx, self.lam)

@@ -23,7 +23,7 @@ def keep_count(tau: float, num_scored: int) -> int:
 
 
 def gradient_scale(tau: float) -> float:
-    """The factor ``1 - tau`` on the gradient of a kept parameter (the published code's ``clip``)."""
+    """The factor ``1 - tau`` on the gradient of a kept parameter (the published code calls it ``clip``)."""
     return 1.0 - tau
 
 
@@ -46,7 +46,7 @@ class StepPlan(NamedTuple):
         masked = self.masks and scored
         return dict(lr=group["lr"], momentum=group["momentum"], weight_decay=group["weight_decay"],
                     rdi_coef=rdi_coefficient(group["rdi_lambda"]),
-                    clip=gradient_scale(self.tau) if masked else 1.0, mask=masked)
+                    gradient_scale=gradient_scale(self.tau) if masked else 1.0, mask=masked)
 
 
 def plan_step(scored_taus: Iterable[float], n_scored: int) -> StepPlan:

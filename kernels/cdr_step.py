@@ -24,7 +24,7 @@ NUM_WARPS = 4
 @triton.jit
 def _cdr_sgd_kernel(
     w_ptr, g_ptr, buf_ptr, w0_ptr, thr_ptr, kept_ptr,
-    n_scored, n, lr, momentum, weight_decay, rdi_coef, clip,
+    n_scored, n, lr, momentum, weight_decay, rdi_coef, gradient_scale,
     MASK: tl.constexpr, HAS_MOMENTUM: tl.constexpr, HAS_RDI: tl.constexpr, BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -35,7 +35,7 @@ def _cdr_sgd_kernel(
         thr = tl.load(thr_ptr)
         scored = offs < n_scored
         keep = scored & (tl.abs(g * w) >= thr)
-        g = tl.where(scored, tl.where(keep, clip * g, 0.0), g)
+        g = tl.where(scored, tl.where(keep, gradient_scale * g, 0.0), g)
         tl.atomic_add(kept_ptr, tl.sum(keep.to(tl.int32), axis=0))
     d = g + weight_decay * w
     if HAS_RDI:
@@ -48,7 +48,7 @@ def _cdr_sgd_kernel(
 
 def cdr_sgd_step(
     w, g, buf, w0, thr, kept, *, n_scored: int, lr: float, momentum: float, weight_decay: float,
-    rdi_coef: float, clip: float, mask: bool,
+    rdi_coef: float, gradient_scale: float, mask: bool,
 ) -> None:
     """Launch the fused step over flat fp32 buffers (updated in place).
 
@@ -57,12 +57,12 @@ def cdr_sgd_step(
         buf: momentum buffer (zero before the first step); unused when ``momentum == 0``.
         w0: RDI anchor; unused when ``rdi_coef == 0``.
         thr: 0-d float32 threshold; kept: int32 counter the kept count is added to.
-        clip: ``1 - tau``; mask: whether to mask at all (False: plain SGD, thr and kept unused).
+        gradient_scale: ``1 - tau``; mask: whether to mask at all (False: plain SGD, thr and kept unused).
     """
     n = w.numel()
     if n == 0:
         return
     _cdr_sgd_kernel[(triton.cdiv(n, BLOCK),)](
-        w, g, buf, w0, thr, kept, n_scored, n, lr, momentum, weight_decay, rdi_coef, clip,
+        w, g, buf, w0, thr, kept, n_scored, n, lr, momentum, weight_decay, rdi_coef, gradient_scale,
         MASK=mask, HAS_MOMENTUM=momentum != 0, HAS_RDI=rdi_coef != 0, BLOCK=BLOCK, num_warps=NUM_WARPS,
     )

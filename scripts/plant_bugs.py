@@ -79,8 +79,9 @@ BUGS = [
         "* label_counts[None, :], 0.0)", ("tests/test_detect.py",)),
     Bug("posterior_noise_by_rows", "cdr_fast/detection/scores.py", "given_if_true = q / q.sum(0, keepdims=True)",
         "given_if_true = q / q.sum(1, keepdims=True)", ("tests/test_detect.py",)),
-    Bug("evidence_lost_on_resume", "cdr_fast/training/loop.py", "        self.evidence.load_state_dict(state[\"evidence\"])\n",
-        "", ("tests/test_training.py::test_resume_continues_exactly",)),
+    Bug("evidence_lost_on_resume", "cdr_fast/training/evidence_keeper.py",
+        "        self.recorder.load_state_dict(state)\n", "        pass\n",
+        ("tests/test_training.py::test_resume_continues_exactly",)),
 ]
 
 

@@ -35,7 +35,7 @@ KERNELS = {
         cdr_step._cdr_sgd_kernel,
         {"w_ptr": "*fp32", "g_ptr": "*fp32", "buf_ptr": "*fp32", "w0_ptr": "*fp32", "thr_ptr": "*fp32",
          "kept_ptr": "*i32", "n_scored": "i32", "n": "i32", "lr": "fp32", "momentum": "fp32",
-         "weight_decay": "fp32", "rdi_coef": "fp32", "clip": "fp32", "MASK": "constexpr",
+         "weight_decay": "fp32", "rdi_coef": "fp32", "gradient_scale": "fp32", "MASK": "constexpr",
          "HAS_MOMENTUM": "constexpr", "HAS_RDI": "constexpr", "BLOCK": "constexpr"},
         {"MASK": True, "HAS_MOMENTUM": True, "HAS_RDI": True, "BLOCK": cdr_step.BLOCK},
         aligned(0, 1, 2, 3, 6, 7), cdr_step.NUM_WARPS, True,

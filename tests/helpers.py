@@ -27,7 +27,7 @@ def score_inputs(kind: str, n: int, gen: torch.Generator):
     return w, g
 
 
-def reference_step(w, g, buf, w0, thr, n_scored, lr, momentum, wd, rdi_coef, clip, mask):
+def reference_step(w, g, buf, w0, thr, n_scored, lr, momentum, wd, rdi_coef, gradient_scale, mask):
     """The fused step's contract: the mask from the float32 scores against the float32 threshold
     (as every engine and the published code compute them: a score within rounding of the
     threshold is decided there), the arithmetic in float64."""
@@ -38,7 +38,7 @@ def reference_step(w, g, buf, w0, thr, n_scored, lr, momentum, wd, rdi_coef, cli
     w, g, buf, w0 = (t.double() for t in (w, g, buf, w0))
     if mask:
         g = g.clone()
-        g[:n_scored] = torch.where(keep[:n_scored], clip * g[:n_scored], 0.0)
+        g[:n_scored] = torch.where(keep[:n_scored], gradient_scale * g[:n_scored], 0.0)
     d = g + wd * w + rdi_coef * (w - w0)
     if momentum != 0:
         d = momentum * buf + d

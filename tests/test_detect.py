@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cdr_fast.detection import (
-    EvidenceAccumulator,
+    EvidenceRecorder,
     accumulated_margin,
     auroc,
     aux_offsets,
@@ -58,9 +58,10 @@ def test_the_accumulated_margin_is_the_mean_over_epochs_of_each_epochs_margin():
     labels = torch.tensor([0, 1])
     epoch1 = torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]])  # margins: 0.3 - 0.6 = -0.3; 0.5 - 0.2 = 0.3
     epoch2 = torch.tensor([[0.2, 0.1, 0.7], [0.1, 0.8, 0.1]])  # margins: 0.7 - 0.2 = 0.5; 0.1 - 0.8 = -0.7
-    acc = EvidenceAccumulator(2, 3, torch.device("cpu"))
-    acc.add_epoch(epoch1, labels)
-    acc.add_epoch(epoch2, labels)
+    acc = EvidenceRecorder(2, 3, labels=labels)
+    for epoch in (epoch1, epoch2):
+        acc.record(torch.tensor([1, 0]), epoch[[1, 0]].log())  # logits whose softmax is the epoch's row
+        acc.end_epoch()
     probs_mean, margin_mean, probs_ema = acc.means()
     np.testing.assert_allclose(margin_mean, [0.1, -0.2], rtol=1e-6)  # not the margin of the mean (0.3, -0.3)
     np.testing.assert_allclose(probs_mean, ((epoch1 + epoch2) / 2).double().numpy(), rtol=1e-6)
@@ -323,14 +324,16 @@ def test_evidence_round_trips_through_its_file_and_a_bad_file_is_one_line(tmp_pa
     e = Evidence(index=np.arange(10, 15), given_label=np.array([0, 1, 2, 0, 1]), probs=p, probs_mean=p[::-1],
                  margin_mean=rng.normal(size=5), probs_ema=p[[1, 0, 2, 4, 3]], epochs=4,
                  clean_label=np.array([0, 1, 2, 2, 1]),
-                 aux_offsets=rng.normal(size=(5, 3)), estimated_noise_rate=0.2)
+                 aux_offsets=rng.normal(size=(5, 3)), flag_rate=0.2, trained=np.array([1, 1, 0, 1, 0], bool),
+                 class_names=["cat", "dog", "émeu"], files=[f"train/x/{i}.png" for i in range(5)])
     e.save(tmp_path / "evidence.npz")
     back = load_evidence(tmp_path)  # the run folder, or the file
     for name in ("index", "given_label", "clean_label"):
         assert getattr(back, name).tolist() == getattr(e, name).tolist()
     for name in ("probs", "probs_mean", "margin_mean", "probs_ema", "aux_offsets"):
         np.testing.assert_allclose(getattr(back, name), getattr(e, name), rtol=1e-6)  # stored as float32
-    assert back.epochs == 4 and back.estimated_noise_rate == 0.2
+    assert back.epochs == 4 and back.flag_rate == 0.2
+    assert back.trained.tolist() == e.trained.tolist() and back.class_names == e.class_names and back.files == e.files
     assert back.truly_noisy.tolist() == [False, False, False, True, False]
     with pytest.raises(ValueError, match="cannot read the evidence"):
         load_evidence(tmp_path / "missing")

@@ -49,7 +49,7 @@ def test_masked_update_matches_float64_reference(fresh_seed, engine_name, n, mom
     w_d, g_d, buf_d, w0_d = (t.to(device).clone() for t in (w, g, buf, w0))
     kept = torch.full((), 3, dtype=torch.int32, device=device)  # added to, never overwritten
     engine.masked_update(w_d, g_d, buf_d, w0_d, torch.tensor(0.5, device=device), kept, n_scored=n_scored, lr=0.1,
-                         momentum=momentum, weight_decay=1e-2, rdi_coef=rdi_coef, clip=0.6, mask=mask)
+                         momentum=momentum, weight_decay=1e-2, rdi_coef=rdi_coef, gradient_scale=0.6, mask=mask)
     torch.testing.assert_close(w_d.cpu(), expected_w, rtol=1e-6, atol=1e-6)
     if momentum != 0:
         torch.testing.assert_close(buf_d.cpu(), expected_buf, rtol=1e-6, atol=1e-6)
@@ -87,7 +87,7 @@ def test_compiled_update_is_the_same_on_any_split(fresh_seed, threads, portable,
                                                              True)
     kept = torch.zeros((), dtype=torch.int32)
     engine.masked_update(w, g, buf, w0, torch.tensor(0.7), kept, n_scored=n // 2, lr=0.1, momentum=0.9,
-                         weight_decay=1e-2, rdi_coef=0.04, clip=0.6, mask=True)
+                         weight_decay=1e-2, rdi_coef=0.04, gradient_scale=0.6, mask=True)
     torch.testing.assert_close(w, expected_w, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(buf, expected_buf, rtol=1e-6, atol=1e-6)
     assert kept.item() == expected_kept
@@ -99,7 +99,7 @@ def test_compiled_update_is_the_same_on_any_split(fresh_seed, threads, portable,
         s = slice(lo, hi)
         engine.masked_update(one_w[s], one_g[s], one_buf[s], one_w0[s], torch.tensor(0.7), torch.zeros((), dtype=torch.int32),
                              n_scored=max(0, min(hi, n // 2) - lo), lr=0.1, momentum=0.9, weight_decay=1e-2,
-                             rdi_coef=0.04, clip=0.6, mask=True)
+                             rdi_coef=0.04, gradient_scale=0.6, mask=True)
     assert torch.equal(w, one_w) and torch.equal(buf, one_buf)
 
 

@@ -38,7 +38,7 @@ def example_of(file: str) -> int:
 def test_the_suspects_name_their_files_and_most_are_truly_wrong(folder_run, truth):
     noisy, clean = truth
     rows = list(csv.DictReader((folder_run / "wrong_labels.csv").open()))
-    assert list(rows[0]) == ["rank", "index", "file", "given_label", "given_class", "suggested_label",
+    assert list(rows[0]) == ["rank", "index", "file", "split", "given_label", "given_class", "suggested_label",
                              "suggested_class", "score"]  # no clean labels in a folder: no clean column
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
     assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
@@ -46,7 +46,9 @@ def test_the_suspects_name_their_files_and_most_are_truly_wrong(folder_run, trut
         assert (TINY / "tiny_folder" / r["file"]).is_file()
         assert r["file"].split("/")[1] == r["given_class"] != r["suggested_class"]  # the class folder it sits in
     summary = json.loads((folder_run / "summary.json").read_text())
-    assert len(rows) == round(summary["num_train"] * np.load(folder_run / "evidence.npz")["estimated_noise_rate"])
+    scored = summary["num_train"] + summary["num_val"]  # every example, the validation split's too
+    assert len(rows) == round(scored * np.load(folder_run / "evidence.npz")["flag_rate"])
+    assert {r["split"] for r in rows} <= {"train", "held_out"}
     examples = [example_of(r["file"]) for r in rows]
     assert all(noisy[i] == int(r["given_label"]) for i, r in zip(examples, rows))
     precision = np.mean([noisy[i] != clean[i] for i in examples])
@@ -81,11 +83,11 @@ def test_a_finished_run_gives_its_report_again_without_training_and_can_drop(fol
     assert find_labels.main(["--out", str(folder_run), "--fix", "drop", "--top-images", "4", "--epochs", "99"]) == 0
     out, err = capsys.readouterr()
     assert "holds a finished run; the training flags (--epochs 99) are ignored" in err
-    assert f"{flagged} suspects among 270 training examples (" in out and "the estimated noise rate" in out
+    assert f"{flagged} suspects among 300 examples (" in out and "the estimated noise rate" in out
     assert len(load_dataset("folder", folder_run / "cleaned").train_files) == 300 - flagged
     assert find_labels.main(["--out", str(folder_run), "--flag", "0.5", "--top-images", "4"]) == 0
-    assert "135 suspects among 270 training examples (50.0%, asked for)" in capsys.readouterr().out
-    assert sum(1 for _ in (folder_run / "wrong_labels.csv").open()) == 1 + 135
+    assert "150 suspects among 300 examples (50.0%, asked for)" in capsys.readouterr().out
+    assert sum(1 for _ in (folder_run / "wrong_labels.csv").open()) == 1 + 150
     find_labels.main(["--out", str(folder_run)])  # back to the estimate and relabel, for the other tests
 
 
@@ -121,3 +123,35 @@ def test_bad_values_and_runs_without_evidence_are_one_line(tmp_path, capsys, fol
     assert find_labels.main(["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}: no finished run with its evidence (evidence.npz)" in err and len(err.splitlines()) == 1
+
+
+def test_every_example_is_in_suspects_csv_with_its_file(folder_run):
+    rows = list(csv.DictReader((folder_run / "suspects.csv").open()))
+    files = load_dataset("folder", TINY / "tiny_folder").train_files
+    assert sorted(r["file"] for r in rows) == sorted(files)  # the validation split's examples too
+    assert {r["split"] for r in rows} == {"train", "held_out"}
+    assert all(r["file"] == files[int(r["index"])] for r in rows)
+    assert all(r["file"].split("/")[1] == r["given_class"] for r in rows)  # class names, not numbers
+
+
+def test_sigterm_during_the_report_is_one_line_and_status_143(tmp_path):
+    """Trained in this process first (train.py's handlers were then directed at the run): a SIGTERM
+    in the report afterwards must stop the process, not set a flag on the finished run."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys, find_labels\n"
+            "original = find_labels.label_report\n"
+            "def report(*args, **kwargs):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return original(*args, **kwargs)\n"
+            "find_labels.label_report = report\n"
+            "sys.exit(find_labels.script_main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "--dataset", "npz", "--data-dir", str(TINY / "tiny.npz"),
+                           "--method", "cdr", "--tau", "0.3", "--epochs", "2", "--batch-size", "64", "--no-progress",
+                           "--out", str(tmp_path / "run")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["stopped by SIGTERM: the run's folder holds what it had saved; the "
+                                                "same command writes the report again"]
+    assert (tmp_path / "run" / "summary.json").is_file() and not (tmp_path / "run" / "wrong_labels.csv").exists()

@@ -13,7 +13,7 @@ from cdr_fast import CDRSGD
 from cdr_fast.models import LeNet
 
 
-def published_cdr_step(model: nn.Module, optimizer: torch.optim.Optimizer, nonzero_ratio: float, clip: float):
+def published_cdr_step(model: nn.Module, optimizer: torch.optim.Optimizer, nonzero_ratio: float, gradient_scale: float):
     """The CDR code's ``train_one_step`` after ``loss.backward()``, as published (xiaoboxia/CDR)."""
     to_concat_g, to_concat_v = [], []
     for _, param in model.named_parameters():
@@ -30,7 +30,7 @@ def published_cdr_step(model: nn.Module, optimizer: torch.optim.Optimizer, nonze
     for _, param in model.named_parameters():
         if param.dim() in [2, 4]:
             mask = (torch.abs(param.data * param.grad.data) >= thresh).type(torch.FloatTensor)
-            mask = mask * clip
+            mask = mask * gradient_scale
             param.grad.data = mask * param.grad.data
     optimizer.step()
     optimizer.zero_grad()

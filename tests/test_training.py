@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train as cli
+from cdr_fast.training import cli
 from cdr_fast.atomic_io import load_checkpoint
 from cdr_fast.training import METHODS, RunFolder, Trainer, TrainConfig, prepare_data, resolve_device
 from conftest import REPO
@@ -185,9 +185,9 @@ def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
 
 def test_progress_bars_only_on_a_terminal(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    assert not Trainer(small(), None, progress=True).progress  # a redirected log gets one line per epoch
+    assert not Trainer(small(), None, progress=True).progress.bars  # a redirected log gets one line per epoch
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert Trainer(small(), None, progress=True).progress
+    assert Trainer(small(), None, progress=True).progress.bars
 
 
 def test_resume_refuses_other_settings(tmp_path):
@@ -211,7 +211,7 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, caps
         assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
-def run_cli(*args, timeout=120):
+def run_cli(*args, timeout=600):  # a hang guard, not a speed test
     return subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -225,10 +225,8 @@ def test_cli_resume_after_kill_is_bit_identical(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "train.py", *flags, "--out", str(killed)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill as soon as the first epoch's checkpoint has landed
-        metrics = killed / "metrics.csv"
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+    while proc.poll() is None:  # kill as soon as the first epoch's checkpoint has landed (no deadline: the
+        if (killed / "checkpoint.pt").exists():  # work is bounded, and a loaded machine only takes longer)
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -258,12 +256,11 @@ def test_sigterm_is_one_line_and_its_own_status(tmp_path, when):
     if when == "starting":
         time.sleep(0.2)
     else:
-        deadline = time.time() + 60
-        while not (out / "config.json").exists() and time.time() < deadline:
+        while not (out / "config.json").exists() and proc.poll() is None:
             time.sleep(0.05)
         time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate()
     assert proc.returncode == 143, err
     assert f"stopped by SIGTERM {'while starting' if when == 'starting' else 'after step'}" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -282,12 +279,11 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(tmp_path):
                              "--no-progress", "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 60
-    while not (out / "config.json").exists() and time.time() < deadline:
+    while not (out / "config.json").exists() and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)  # inside epoch 1
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate()
     assert proc.returncode == 130
     assert "nothing was saved" in err and "--resume" not in err
     # ... and the same command then starts over.
@@ -466,9 +462,10 @@ def test_checkpoint_every_minutes_becomes_steps_once_timed(tmp_path):
     every rank, and a mid-epoch checkpoint is written (batch 128: 43 steps an epoch)."""
     trainer = Trainer(small(epochs=1), RunFolder(tmp_path), progress=False, log=lambda s: None, checkpoint_minutes=0.001)
     saved = []
-    trainer._save_partial = lambda step, *rest: saved.append(step)
+    trainer.checkpoints.save_partial = lambda run: saved.append(run.step)
     trainer.fit()
-    assert trainer.checkpoint_every >= 1 and saved and all(s % trainer.checkpoint_every == 0 for s in saved)
+    every = trainer.checkpoints.every
+    assert every >= 1 and saved and all(s % every == 0 for s in saved)
     assert cli.build_parser().parse_args(["--checkpoint-every", "10m"]).checkpoint_every == (0, 10.0)
     assert cli.build_parser().parse_args(["--checkpoint-every", "250"]).checkpoint_every == (250, 0.0)
 

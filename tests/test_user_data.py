@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-import train as cli
+from cdr_fast.training import cli
 from cdr_fast.data import DatasetError, load_dataset
 from conftest import REPO
 
@@ -59,7 +59,8 @@ def test_trains_end_to_end(tmp_path, dataset, path, flags):
         assert (out / "transition_estimated.csv").read_text().startswith("class,p0,")
     else:  # no clean labels: the clean-label metrics are unknown, not invented
         assert summary["realised_noise_rate"] is None and summary["memorised_noisy_last"] is None  # null, not NaN
-        assert (out / "suspects.csv").read_text().startswith("index,given_label,suggested_label,score")
+        assert (out / "suspects.csv").read_text().startswith("index,file,split,given_label,given_class,suggested_label,"
+                                                             "suggested_class,score,flagged")
 
 
 def bad_npz(tmp_path, **changes):

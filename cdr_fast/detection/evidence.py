@@ -1,25 +1,28 @@
-"""A run's evidence about its labels, accumulated over training and kept in the run folder.
+"""The evidence file: what a run (or any loop, through ``EvidenceRecorder``) keeps about its labels.
 
-Every epoch, each training example's softmax probabilities are recorded at its training visit
-(the network's f(x), without AUX's offsets; no extra forward pass, as "area under the margin"
-reads them). ``Evidence`` keeps their running sums; at the end of the run the trained network's
-probabilities on the training set (eval mode) are added, and everything is written to
-``evidence.npz`` in the run folder, for our detectors and for any other tool:
+``evidence.npz`` in a run folder holds, per example of the dataset's training set (the
+validation split included: every example is scored):
 
     index          (n,)   int64    each example's index in the dataset's training set
-    given_label    (n,)   int64    the label trained on
+    given_label    (n,)   int64    the label trained on (or held out with)
+    trained        (n,)   bool     whether the network trained on it (False: the held-out
+                                   validation split, whose readings are out-of-sample)
     clean_label    (n,)   int64    the true label, where known (synthetic noise, or an npz's)
     probs          (n, m) float32  the trained network's probabilities, eval mode, after the
-                                   last epoch. IN-SAMPLE: the network was trained on these
-                                   examples; a network that memorised its labels is confident
-                                   in the wrong ones too
-    probs_mean     (n, m) float32  the mean over epochs of the probabilities at each visit
+                                   last epoch. IN-SAMPLE for trained examples: a network that
+                                   memorised its labels is confident in the wrong ones too
+    probs_mean     (n, m) float32  the mean over epochs of each epoch's probabilities (a trained
+                                   example's at its training visit, a held-out one's at the
+                                   epoch's validation pass)
     probs_ema      (n, m) float32  their exponential moving average over epochs (each epoch
                                    weighs EMA_WEIGHT, the past 1 - EMA_WEIGHT): the recent epochs
-    margin_mean    (n,)   float32  the mean over epochs of max_{j != y} p[j] - p[y] at each visit
-    aux_offsets    (n, m) float32  AUX runs: the offsets lam * B[i] added to the logits
+    margin_mean    (n,)   float32  the mean over epochs of max_{j != y} p[j] - p[y]
+    aux_offsets    (n, m) float32  AUX runs: the offsets lam * B[i] added to the logits (0 on
+                                   held-out rows)
     epochs         ()     int64    epochs accumulated
-    estimated_noise_rate   () float64  the rate that sets the flagged count (NaN: none)
+    flag_rate      ()     float64  the share of examples to flag (NaN: none known)
+    class_names    (m,)   str      where the dataset names its classes
+    files          (n,)   str      a folder dataset: each example's file, relative to its folder
 
 With ``keep_epochs``, ``evidence/epoch_NNN.npz`` also holds each epoch's ``probs`` (float32) and,
 with AUX, its ``aux_offsets``, for studying how the evidence evolves.
@@ -39,49 +42,8 @@ import torch
 from torch import Tensor
 
 from ..atomic_io import write_bytes_atomic
+
 EVIDENCE_FILE = "evidence.npz"
-EMA_WEIGHT = 0.3  # a new epoch's weight in probs_ema: about the last 3 epochs count
-
-
-class EvidenceAccumulator:
-    """Running sums of each epoch's per-example probabilities and margins, on the device: n x classes
-    float32, as much memory as AUX's table (the epoch's own probabilities take as much again)."""
-
-    def __init__(self, n: int, num_classes: int, device: torch.device) -> None:
-        self.probs_sum = torch.zeros(n, num_classes, device=device)
-        self.margin_sum = torch.zeros(n, dtype=torch.float64, device=device)
-        self.probs_ema = torch.zeros(n, num_classes, device=device)
-        self.epochs = 0
-
-    def add_epoch(self, probs: Tensor, labels: Tensor) -> None:
-        self.probs_sum += probs
-        if self.epochs:
-            self.probs_ema.mul_(1 - EMA_WEIGHT).add_(probs, alpha=EMA_WEIGHT)
-        else:
-            self.probs_ema.copy_(probs)
-        p = probs.double()
-        rows = torch.arange(labels.numel(), device=labels.device)
-        others = p.clone()
-        others[rows, labels] = -1.0
-        self.margin_sum += others.max(1).values - p[rows, labels]
-        self.epochs += 1
-
-    def state_dict(self) -> dict:
-        return {"probs_sum": self.probs_sum.cpu(), "margin_sum": self.margin_sum.cpu(),
-                "probs_ema": self.probs_ema.cpu(), "epochs": self.epochs}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.probs_sum.copy_(state["probs_sum"])
-        self.probs_ema.copy_(state["probs_ema"])
-        self.margin_sum.copy_(state["margin_sum"])
-        self.epochs = int(state["epochs"])
-
-    def means(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """probs_mean, margin_mean and probs_ema, as float64 arrays."""
-        k = max(self.epochs, 1)
-        return ((self.probs_sum.double() / k).cpu().numpy(), (self.margin_sum / k).cpu().numpy(),
-                self.probs_ema.double().cpu().numpy())
-
 
 @dataclass
 class Evidence:
@@ -96,25 +58,38 @@ class Evidence:
     epochs: int
     clean_label: np.ndarray | None = None
     aux_offsets: np.ndarray | None = None
-    estimated_noise_rate: float = float("nan")
+    trained: np.ndarray | None = None  # None: every example was trained on
+    class_names: list[str] | None = None
+    files: list[str] | None = None
+    flag_rate: float = float("nan")
 
     def __post_init__(self) -> None:
         n = self.given_label.shape[0]
-        for name in ("index", "probs", "probs_mean", "margin_mean", "probs_ema", "clean_label", "aux_offsets"):
+        if self.trained is None:
+            self.trained = np.ones(n, dtype=bool)
+        for name in ("index", "probs", "probs_mean", "margin_mean", "probs_ema", "clean_label", "aux_offsets",
+                     "trained", "files"):
             value = getattr(self, name)
-            if value is not None and value.shape[0] != n:
-                raise ValueError(f"evidence: {name} has {value.shape[0]} rows for {n} labels")
+            if value is not None and len(value) != n:
+                raise ValueError(f"evidence: {name} has {len(value)} rows for {n} labels")
 
     @property
     def truly_noisy(self) -> np.ndarray | None:
         return None if self.clean_label is None else self.given_label != self.clean_label
 
+    def class_name(self, label: int) -> str:
+        return self.class_names[label] if self.class_names is not None else str(label)
+
     def save(self, path: Path) -> None:
         arrays = {"index": self.index.astype(np.int64), "given_label": self.given_label.astype(np.int64),
                   "probs": self.probs.astype(np.float32), "probs_mean": self.probs_mean.astype(np.float32),
                   "margin_mean": self.margin_mean.astype(np.float32), "probs_ema": self.probs_ema.astype(np.float32),
-                  "epochs": np.int64(self.epochs),
-                  "estimated_noise_rate": np.float64(self.estimated_noise_rate)}
+                  "trained": np.asarray(self.trained, dtype=bool), "epochs": np.int64(self.epochs),
+                  "flag_rate": np.float64(self.flag_rate)}
+        if self.class_names is not None:
+            arrays["class_names"] = np.asarray(self.class_names, dtype=str)
+        if self.files is not None:
+            arrays["files"] = np.asarray(self.files, dtype=str)
         if self.clean_label is not None:
             arrays["clean_label"] = self.clean_label.astype(np.int64)
         if self.aux_offsets is not None:
@@ -149,4 +124,7 @@ def load_evidence(path: str | Path) -> Evidence:
                     probs_ema=arrays["probs_ema"].astype(np.float64), epochs=int(arrays["epochs"]),
                     clean_label=arrays.get("clean_label"),
                     aux_offsets=arrays["aux_offsets"].astype(np.float64) if "aux_offsets" in arrays else None,
-                    estimated_noise_rate=float(arrays.get("estimated_noise_rate", np.nan)))
+                    trained=arrays["trained"].astype(bool) if "trained" in arrays else None,
+                    class_names=[str(c) for c in arrays["class_names"]] if "class_names" in arrays else None,
+                    files=[str(f) for f in arrays["files"]] if "files" in arrays else None,
+                    flag_rate=float(arrays.get("flag_rate", np.nan)))

@@ -1,4 +1,4 @@
-"""Every detector on one reading of a run's evidence, and how each fares against the known flips."""
+"""How the detectors fare against the known flips, and the best detector's ranking of a run."""
 
 from __future__ import annotations
 
@@ -7,34 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .adaptive import adaptive_posterior
-from .confident import confident_learning
-from .evidence import Evidence
 from .metrics import flagged_count, judge, top
-from .scores import Suspects, accumulated_margin, aux_offsets, small_loss
-
-# The detectors in the tables' order; BEST is the one suspects.csv ranks by (README, "Finding
-# wrong labels", shows where it wins and where it does not).
-DETECTORS = ("small_loss", "confident_learning", "aux_offsets", "accumulated_margin", "adaptive_posterior")
-BEST = "adaptive_posterior"
-
-
-def run_detectors(labels, probs, probs_mean, margin_mean, probs_ema, offsets=None) -> dict[str, Suspects]:
-    """Each detector's scores and suggestions: small loss and confident learning read ``probs`` (one
-    reading of the network); the accumulated margin and the adaptive posterior the readings over
-    epochs (``cdr_fast.detection.evidence``); AUX its offsets."""
-    out = {"small_loss": small_loss(probs, labels),
-           "confident_learning": confident_learning(probs, labels).suspects()}
-    if offsets is not None:
-        out["aux_offsets"] = aux_offsets(offsets, labels)
-    out["accumulated_margin"] = accumulated_margin(margin_mean, probs_mean, labels)
-    out["adaptive_posterior"] = adaptive_posterior(probs_ema, probs_mean, labels).suspects()
-    return out
-
-
-def evidence_detectors(e: Evidence) -> dict[str, Suspects]:
-    """``run_detectors`` on a run's final evidence (``evidence.npz``)."""
-    return run_detectors(e.given_label, e.probs, e.probs_mean, e.margin_mean, e.probs_ema, e.aux_offsets)
+from .scores import Suspects
 
 
 def detection_rows(suspects: dict[str, Suspects], given, clean, rate: float, **key) -> list[dict]:

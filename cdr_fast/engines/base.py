@@ -69,10 +69,10 @@ class Engine(ABC):
     @abstractmethod
     def masked_update(self, w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, kept: Tensor, *,
                       n_scored: int, lr: float, momentum: float, weight_decay: float, rdi_coef: float,
-                      clip: float, mask: bool) -> None:
+                      gradient_scale: float, mask: bool) -> None:
         """One SGD step over flat buffers, in place, with CDR's mask on ``[0, n_scored)``::
 
-            g_j   <- clip * [|g_j w_j| >= thr] * g_j   for j < n_scored (if mask), else g_j
+            g_j   <- gradient_scale * [|g_j w_j| >= thr] * g_j   for j < n_scored (if mask), else g_j
             d_j    = g_j + weight_decay * w_j + rdi_coef * (w_j - w0_j)
             buf_j <- momentum * buf_j + d_j            (buf is zero before the first step)
             w_j   <- w_j - lr * buf_j                  (lr * d_j without momentum)

@@ -51,9 +51,9 @@ class CompiledEngine(ReferenceEngine):
         native.systematic_sample(g, w, plan.windows, plan.window, plan.phase(seed), sample)
         native.kth_largest(sample, None, plan.rank(k), scratch[m : 2 * m], thr)
 
-    def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, clip,
+    def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, gradient_scale,
                       mask) -> None:
         if w.numel() == 0:
             return
         native.masked_update(w, g, buf, w0, thr, kept, n_scored=n_scored, lr=lr, momentum=momentum,
-                             weight_decay=weight_decay, rdi_coef=rdi_coef, clip=clip, mask=mask)
+                             weight_decay=weight_decay, rdi_coef=rdi_coef, gradient_scale=gradient_scale, mask=mask)

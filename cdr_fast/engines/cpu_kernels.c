@@ -257,7 +257,7 @@ done:
  * vectorises; the flags are compile-time constants after inlining. Returns the kept count. */
 static inline __attribute__((always_inline)) int64_t update_range(
     float *restrict w, const float *restrict g, float *restrict buf, const float *restrict w0, int64_t lo, int64_t hi,
-    float thr, float lr, float momentum, float weight_decay, float rdi_coef, float clip, const int mask,
+    float thr, float lr, float momentum, float weight_decay, float rdi_coef, float gradient_scale, const int mask,
     const int has_momentum, const int has_rdi) {
     int64_t kept = 0;
     for (int64_t start = lo; start < hi; start += 1 << 20) { /* int32 counts per chunk: vectorisable */
@@ -268,7 +268,7 @@ static inline __attribute__((always_inline)) int64_t update_range(
             if (mask) {
                 int32_t keep = fabsf(gi * wi) >= thr;
                 chunk_kept += keep;
-                d = ((float)keep * clip) * gi + weight_decay * wi;
+                d = ((float)keep * gradient_scale) * gi + weight_decay * wi;
             } else {
                 d = gi + weight_decay * wi;
             }
@@ -285,7 +285,7 @@ static inline __attribute__((always_inline)) int64_t update_range(
 }
 
 #define UPDATE(MASK, MOM, RDI) \
-    update_range(w, g, buf, w0, lo, hi, thr, lr, momentum, weight_decay, rdi_coef, clip, MASK, MOM, RDI)
+    update_range(w, g, buf, w0, lo, hi, thr, lr, momentum, weight_decay, rdi_coef, gradient_scale, MASK, MOM, RDI)
 
 #define UPDATE_DISPATCH_BODY                                                     \
     {                                                                            \
@@ -299,7 +299,7 @@ static inline __attribute__((always_inline)) int64_t update_range(
     }
 #define UPDATE_PARAMS                                                                                         \
     float *w, const float *g, float *buf, const float *w0, int64_t lo, int64_t hi, float thr, float lr,       \
-        float momentum, float weight_decay, float rdi_coef, float clip, int mask
+        float momentum, float weight_decay, float rdi_coef, float gradient_scale, int mask
 
 static int64_t update_portable(UPDATE_PARAMS) UPDATE_DISPATCH_BODY
 #ifdef HAVE_AVX2_PATH
@@ -320,11 +320,11 @@ static int64_t update_parts(UPDATE_PARAMS) {
         int64_t start = lo + part_start(hi - lo, parts, p), end = lo + part_start(hi - lo, parts, p + 1);
 #ifdef HAVE_AVX2_PATH
         if (avx2) {
-            kept += update_avx2(w, g, buf, w0, start, end, thr, lr, momentum, weight_decay, rdi_coef, clip, mask);
+            kept += update_avx2(w, g, buf, w0, start, end, thr, lr, momentum, weight_decay, rdi_coef, gradient_scale, mask);
             continue;
         }
 #endif
-        kept += update_portable(w, g, buf, w0, start, end, thr, lr, momentum, weight_decay, rdi_coef, clip, mask);
+        kept += update_portable(w, g, buf, w0, start, end, thr, lr, momentum, weight_decay, rdi_coef, gradient_scale, mask);
     }
     (void)avx2;
     return kept;
@@ -332,13 +332,13 @@ static int64_t update_parts(UPDATE_PARAMS) {
 
 /* Engine.masked_update over flat buffers (see cdr_fast/engines/base.py): the threshold is read
  * from, and the kept count added to, the caller's 0-d tensors (no tensor op around the call).
- * The mask multiplies as the published code does: g * ((score >= thr) * clip). */
+ * The mask multiplies as the published code does: g * ((score >= thr) * gradient_scale). */
 void cdr_masked_update(float *w, const float *g, float *buf, const float *w0, int64_t n, int64_t n_scored,
-                       const float *thr, float lr, float momentum, float weight_decay, float rdi_coef, float clip,
+                       const float *thr, float lr, float momentum, float weight_decay, float rdi_coef, float gradient_scale,
                        int mask, int32_t *kept) {
     int64_t split = mask ? n_scored : 0;
-    int64_t count = update_parts(w, g, buf, w0, 0, split, *thr, lr, momentum, weight_decay, rdi_coef, clip, mask);
-    update_parts(w, g, buf, w0, split, n, *thr, lr, momentum, weight_decay, rdi_coef, clip, 0);
+    int64_t count = update_parts(w, g, buf, w0, 0, split, *thr, lr, momentum, weight_decay, rdi_coef, gradient_scale, mask);
+    update_parts(w, g, buf, w0, split, n, *thr, lr, momentum, weight_decay, rdi_coef, gradient_scale, 0);
     if (mask) *kept += (int32_t)count;
 }
 

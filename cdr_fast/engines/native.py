@@ -94,9 +94,9 @@ def systematic_sample(a: Tensor, b: Tensor, windows: int, window: int, phase: in
 
 
 def masked_update(w: Tensor, g: Tensor, buf: Tensor, w0: Tensor, thr: Tensor, kept: Tensor, *, n_scored: int,
-                  lr: float, momentum: float, weight_decay: float, rdi_coef: float, clip: float, mask: bool) -> None:
+                  lr: float, momentum: float, weight_decay: float, rdi_coef: float, gradient_scale: float, mask: bool) -> None:
     """``Engine.masked_update`` in one C loop, in place: reads the 0-d float32 ``thr`` and adds the
     kept count to the 0-d int32 ``kept`` directly (no tensor op around the call)."""
     assert thr.dtype == torch.float32 and kept.dtype == torch.int32
     library().cdr_masked_update(w.data_ptr(), g.data_ptr(), buf.data_ptr(), w0.data_ptr(), w.numel(), n_scored,
-                                thr.data_ptr(), lr, momentum, weight_decay, rdi_coef, clip, int(mask), kept.data_ptr())
+                                thr.data_ptr(), lr, momentum, weight_decay, rdi_coef, gradient_scale, int(mask), kept.data_ptr())

@@ -23,15 +23,15 @@ class ReferenceEngine(Engine):
         # Published: scores = cat(grads) * cat(weights), abs; thr = topk(scores, k)[0][-1]. Always exact.
         thr.copy_(torch.topk(torch.mul(g, w).abs_(), k).values[-1])
 
-    def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, clip,
+    def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, gradient_scale,
                       mask) -> None:
         if mask:
             scored_g = g[:n_scored]
             keep = torch.mul(scored_g, w[:n_scored]).abs_() >= thr
             kept += keep.sum().to(kept.dtype)
             g = g.clone()
-            # Published: mask = (score >= thr).float() * clip; grad = mask * grad
-            g[:n_scored] = keep.to(g.dtype).mul_(clip).mul_(scored_g)
+            # Published: mask = (score >= thr).float() * clip (clip = 1 - tau); grad = mask * grad
+            g[:n_scored] = keep.to(g.dtype).mul_(gradient_scale).mul_(scored_g)
         d = g.add(w, alpha=weight_decay) if weight_decay != 0 else g
         if rdi_coef != 0:
             d = d.add(w - w0, alpha=rdi_coef)

@@ -46,10 +46,10 @@ class TritonEngine(Engine):
         cdr_threshold.cdr_threshold(w, g, plan.rank(k), scratch, hist, state, thr, stride=plan.window,
                                     n_windows=plan.windows, vec=VEC, hash_multiplier=HASH_MULTIPLIER, seed=seed)
 
-    def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, clip,
+    def masked_update(self, w, g, buf, w0, thr, kept, *, n_scored, lr, momentum, weight_decay, rdi_coef, gradient_scale,
                       mask) -> None:
         cdr_step.cdr_sgd_step(w, g, buf, w0, thr, kept, n_scored=n_scored, lr=lr, momentum=momentum,
-                              weight_decay=weight_decay, rdi_coef=rdi_coef, clip=clip, mask=mask)
+                              weight_decay=weight_decay, rdi_coef=rdi_coef, gradient_scale=gradient_scale, mask=mask)
 
     def aux_gather_add(self, logits: Tensor, table: Tensor, idx: Tensor, lam: float) -> Tensor:
         return aux_gather.AuxGatherAdd.apply(logits, table, idx, lam)

@@ -50,7 +50,7 @@ STATS_METRICS = {"test_acc_at_best_val": "Test accuracy at the best validation e
 
 
 def cell_name(c: TrainConfig) -> str:
-    aux = f"_alr{c.aux_lr:g}" if c.parts.aux else ""
+    aux = f"_alr{c.aux_lr:g}" if c.method_spec.aux else ""
     return f"{c.dataset}_{c.noise_type}{round(100 * c.noise_rate)}_{c.method}_lam{c.aux_lambda:g}{aux}_s{c.seed}"
 
 

@@ -22,14 +22,10 @@ import numpy as np
 import torch
 
 from ..atomic_io import write_bytes_atomic, write_csv_atomic
-from ..detection import (BEST, DETECTORS, EVIDENCE_FILE, Evidence, EvidenceAccumulator, adaptive_posterior,
-                         detection_rows, evidence_detectors, run_detectors)
+from ..detection import (BASELINES, BEST, DETECTORS, EVIDENCE_FILE, EvidenceRecorder, adaptive_posterior,
+                         detection_rows, run_detectors)
 
 KEYS = ("dataset", "noise_type", "noise_rate", "seed")
-BASELINES = ("small_loss", "confident_learning")
-LABELS = {"small_loss": "small loss", "confident_learning": "confident learning", "aux_offsets": "AUX offsets",
-          "adaptive_posterior": "adaptive posterior",
-          "accumulated_margin": "accumulated margin"}
 
 
 def run_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
@@ -41,22 +37,20 @@ def run_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
     with np.load(folder / EVIDENCE_FILE) as f:
         kept = {k: f[k] for k in f.files}
     labels, clean = kept["given_label"], kept["clean_label"]
-    rate = float(kept["estimated_noise_rate"]) if summary["noise_type"] == "none" else summary["realised_noise_rate"]
-    acc = EvidenceAccumulator(labels.size, kept["probs"].shape[1], torch.device("cpu"))
-    labels_t = torch.from_numpy(labels)
+    rate = float(kept["flag_rate"]) if summary["noise_type"] == "none" else summary["realised_noise_rate"]
+    recorder = EvidenceRecorder(labels.size, kept["probs"].shape[1], labels=labels)
     rows = []
     for path in sorted((folder / "evidence").glob("epoch_*.npz")):
         with np.load(path) as f:
             probs, offsets = f["probs"], (f["aux_offsets"] if "aux_offsets" in f.files else None)
-        acc.add_epoch(torch.from_numpy(probs), labels_t)
-        suspects = run_detectors(labels, probs, *acc.means(), offsets)
-        rows += detection_rows(suspects, labels, clean, rate, **key, epoch=int(path.stem.split("_")[1]))
-    probs_mean, margin_mean, probs_ema = acc.means()
-    final = Evidence(index=kept["index"], given_label=labels, probs=kept["probs"].astype(np.float64),
-                     probs_mean=probs_mean, margin_mean=margin_mean, probs_ema=probs_ema, epochs=acc.epochs,
-                     clean_label=clean, aux_offsets=kept.get("aux_offsets"))
-    rows += detection_rows(evidence_detectors(final), labels, clean, rate, **key, epoch="final")
-    return rows, adaptive_posterior(probs_ema, probs_mean, labels).regime
+        recorder.epoch_probs.copy_(torch.from_numpy(probs))  # every example is recorded each epoch
+        recorder.epoch_seen.fill_(True)
+        recorder.end_epoch()
+        epoch = recorder.evidence(labels, probs=probs, aux_offsets=offsets)
+        rows += detection_rows(run_detectors(epoch), labels, clean, rate, **key, epoch=int(path.stem.split("_")[1]))
+    final = recorder.evidence(labels, probs=kept["probs"], clean_labels=clean, aux_offsets=kept.get("aux_offsets"))
+    rows += detection_rows(run_detectors(final), labels, clean, rate, **key, epoch="final")
+    return rows, adaptive_posterior(final.probs_ema, final.probs_mean, labels).regime
 
 
 def cell_table(rows: list[dict[str, Any]]) -> tuple[list[str], dict[tuple, dict[str, list[float]]]]:
@@ -72,7 +66,7 @@ def cell_table(rows: list[dict[str, Any]]) -> tuple[list[str], dict[tuple, dict[
 def markdown(rows: list[dict[str, Any]], regimes: dict[tuple, set[str]]) -> str:
     """The final average precision per cell; ``regimes``: the adaptive posterior's, per cell."""
     detectors, cells = cell_table(rows)
-    head = ["dataset", "noise", "rate", "seeds", *(LABELS[d] for d in detectors), f"{LABELS[BEST]} ahead by",
+    head = ["dataset", "noise", "rate", "seeds", *(DETECTORS[d].label for d in detectors), f"{DETECTORS[BEST].label} ahead by",
             "regime"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     wins = 0
@@ -84,7 +78,7 @@ def markdown(rows: list[dict[str, Any]], regimes: dict[tuple, set[str]]) -> str:
         cols = [f"**{means[d]:.4f}**" if means[d] == top else f"{means[d]:.4f}" for d in detectors]
         lines.append(f"| {dataset} | {noise} | {rate:.0%} | {len(per[BEST])} | " + " | ".join(cols)
                      + f" | {lead:+.4f} | {', '.join(sorted(regimes[(dataset, noise, rate)]))} |")
-    return (f"Final average precision (mean over seeds). {LABELS[BEST]} is ahead of both small loss and "
+    return (f"Final average precision (mean over seeds). {DETECTORS[BEST].label} is ahead of both small loss and "
             f"confident learning in {wins} of {len(cells)} cells.\n\n" + "\n".join(lines) + "\n")
 
 
@@ -107,7 +101,7 @@ def figure_epochs(rows: list[dict[str, Any]], dataset: str, path: Path, rate: fl
                     per_epoch[r["epoch"]].append(r["average_precision"])
             if per_epoch:
                 xs = sorted(per_epoch)
-                ax.plot(xs, [statistics.mean(per_epoch[x]) for x in xs], label=LABELS[detector])
+                ax.plot(xs, [statistics.mean(per_epoch[x]) for x in xs], label=DETECTORS[detector].label)
         ax.set_title(f"{dataset}, {noise} {rate:.0%}")
         ax.set_xlabel("epoch")
     axes[0][0].set_ylabel("average precision")

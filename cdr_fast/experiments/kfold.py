@@ -9,8 +9,8 @@ processes.
 
     kfold.csv   per cell and detector: the in-sample reading (the trained network's final
                 probabilities in the cell's evidence.npz) against the K-fold one, in AUROC, average
-                precision, precision, recall and correction accuracy. Each detector reads the one
-                set of probabilities (the adaptive posterior both as its recent and its mean reading).
+                precision, precision, recall and correction accuracy. Every detector of the registry that
+                reads probabilities reads the one set (as its final, recent and mean reading).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from ..atomic_io import write_csv_atomic
-from ..detection import BEST, EVIDENCE_FILE, adaptive_posterior, confident_learning, detection_rows, small_loss
+from ..detection import EVIDENCE_FILE, Evidence, detection_rows, run_detectors
+from ..detection.scores import margin
 from ..training import Trainer, TrainConfig, prepare_data
+from ..training.evidence_keeper import eval_probabilities
 from ..training.split import NoisySplit
-from ..training.summary import eval_probabilities
 
 
 def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
@@ -38,9 +39,18 @@ def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
 
 
 def _subset(data: NoisySplit, keep: torch.Tensor) -> NoisySplit:
+    """The training split's ``keep`` rows as a split of their own (rows renumbered: the fold's
+    trainer writes nothing, so no row needs its dataset index)."""
+    n, n_val = int(keep.sum()), data.val_index.numel()
     return dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep],
-                               train_index=data.train_index[keep],
+                               train_index=torch.arange(n), val_index=torch.arange(n, n + n_val),
                                train_clean=data.train_clean[keep] if data.train_clean is not None else None)
+
+
+def one_reading(probs: np.ndarray, labels: np.ndarray) -> Evidence:
+    """Evidence whose every reading is ``probs``: each detector then reads the same probabilities."""
+    return Evidence(index=np.arange(labels.size), given_label=labels, probs=probs, probs_mean=probs,
+                    margin_mean=margin(probs, labels), probs_ema=probs, epochs=1)
 
 
 def _train_fold(config: TrainConfig, folds: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +62,7 @@ def _train_fold(config: TrainConfig, folds: int, fold: int) -> tuple[np.ndarray,
                       data=_subset(data, torch.from_numpy(~held_out)))
     trainer.fit()
     return np.flatnonzero(held_out), eval_probabilities(trainer.model, data.train_x[torch.from_numpy(held_out)],
-                                                        config.eval_batch_size)
+                                                        config.eval_batch_size).cpu().numpy()
 
 
 def kfold_report(run_dirs: list[Path], out: Path, folds: int = 2, workers: int = 2, log=print) -> list[dict[str, Any]]:
@@ -62,8 +72,10 @@ def kfold_report(run_dirs: list[Path], out: Path, folds: int = 2, workers: int =
         jobs = {(i, k): pool.submit(_train_fold, c, folds, k) for i, c in enumerate(configs) for k in range(folds)}
         rows = []
         for i, (run, config) in enumerate(zip(run_dirs, configs)):
-            with np.load(run / EVIDENCE_FILE) as f:
-                y, clean, in_sample = f["given_label"], f["clean_label"], f["probs"].astype(np.float64)
+            with np.load(run / EVIDENCE_FILE) as f:  # the trained examples' rows, in the training split's order
+                trained = f["trained"]
+                y, clean, in_sample = f["given_label"][trained], f["clean_label"][trained], f["probs"][trained]
+            in_sample = in_sample.astype(np.float64)
             probs = np.zeros_like(in_sample)
             for k in range(folds):
                 where, p = jobs[(i, k)].result()
@@ -72,8 +84,6 @@ def kfold_report(run_dirs: list[Path], out: Path, folds: int = 2, workers: int =
             key = dict(dataset=config.dataset, noise_type=config.noise_type, noise_rate=config.noise_rate,
                        seed=config.seed)
             for reading, p in (("in-sample", in_sample), (f"{folds}-fold", probs)):
-                suspects = {"small_loss": small_loss(p, y), "confident_learning": confident_learning(p, y).suspects(),
-                            BEST: adaptive_posterior(p, p, y).suspects()}
-                rows += detection_rows(suspects, y, clean, float((y != clean).mean()), **key, probabilities=reading)
+                rows += detection_rows(run_detectors(one_reading(p, y)), y, clean, float((y != clean).mean()), **key, probabilities=reading)
     write_csv_atomic(out / "kfold.csv", rows)
     return rows

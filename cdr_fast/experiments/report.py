@@ -12,16 +12,20 @@ from typing import Any
 
 from ..atomic_io import write_bytes_atomic
 from ..checks import check_choice
+from ..detection import DETECTORS
 from ..noise import NOISE_TYPES
 from ..training import METHODS
 from .seed_report import SEED_RATES, SEED_TABLE1
 
 NOISE_ORDER = list(NOISE_TYPES)  # the registry's order is the seed report's block order
 METHOD_LABELS = {name: method.label for name, method in METHODS.items()}
+# Each detector's final measures (summary.json's "detection"), one column each, from the registry.
+DETECTION_MEASURES = ("average_precision", "precision", "recall")
+DETECTION_FIELDS = tuple(f"{d}_{m}" for d in DETECTORS for m in DETECTION_MEASURES)
 CSV_FIELDS = ("cell", "dataset", "method", "noise_type", "noise_rate", "seed", "epochs", "aux_lambda", "aux_lr",
               "realised_noise_rate", "best_val_epoch", "best_val_acc", "test_acc_at_best_val", "test_acc_last",
-              "memorised_noisy_last", "train_acc_noisy_aux_last", "aux_precision", "aux_recall",
-              "small_loss_precision", "small_loss_recall", "epoch_time_s_median", "engine", "device")
+              "memorised_noisy_last", "train_acc_noisy_aux_last", *DETECTION_FIELDS, "epoch_time_s_median", "engine",
+              "device")
 
 
 def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -31,7 +35,9 @@ def summary_rows(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         check_choice(f"noise type of run {cell}", s["noise_type"], NOISE_TYPES)
         row = {"cell": cell, "aux_lambda": s["config"].get("aux_lambda"), "aux_lr": s["config"].get("aux_lr")}
         row.update({k: s[k] for k in CSV_FIELDS if k in s})
-        row.update(s.get("detection") or {})
+        for detector, measures in (s.get("detection") or {}).items():
+            if isinstance(measures, dict):
+                row.update({f"{detector}_{m}": measures.get(m) for m in DETECTION_MEASURES})
         rows.append({k: row.get(k) for k in CSV_FIELDS})
     return rows
 

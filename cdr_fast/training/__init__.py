@@ -1,12 +1,15 @@
-"""The run protocol: settings (``config``), the noisy data split (``split``), the loop (``loop``)
-and the run folder that holds a run's files and decides whether it starts or resumes
-(``run_folder``)."""
+"""The run protocol: settings (``config``), the noisy data split (``split``), the plain loop
+(``loop``) and its observers (``observers``: ``metrics``, ``evidence_keeper``, ``detection_log``,
+``checkpoint``, ``progress``, ``tau_auto``), the run folder (``run_folder``) and the command line
+(``cli``)."""
 
 from .config import LOSSES, METHODS, TrainConfig, resolve_device
-from .loop import RunStopped, Trainer, TrainingDiverged
+from .loop import Trainer, TrainingDiverged
 from .metrics import format_epoch
+from .observers import Observer, Step
 from .run_folder import RunFolder
 from .split import NoisySplit, prepare_data
+from .stopping import RunStopped
 
-__all__ = ["LOSSES", "METHODS", "NoisySplit", "RunFolder", "RunStopped", "TrainConfig", "Trainer", "TrainingDiverged",
-           "format_epoch", "prepare_data", "resolve_device"]
+__all__ = ["LOSSES", "METHODS", "NoisySplit", "Observer", "RunFolder", "RunStopped", "Step", "TrainConfig", "Trainer",
+           "TrainingDiverged", "format_epoch", "prepare_data", "resolve_device"]

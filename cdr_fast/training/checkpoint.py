@@ -1,4 +1,5 @@
-"""Whether a checkpoint can continue this run: its format, its settings and its process count.
+"""Checkpoints: whether one can continue this run (its format, its settings and its process
+count), and the observer that writes them.
 
 A resumed run must continue bit for bit, so a checkpoint made with other settings (or by another
 number of processes, whose batch splits differ) is refused with a one-line message that names
@@ -8,11 +9,18 @@ resumed with more epochs, never fewer than it has done.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .config import TrainConfig
+from .observers import Observer
+from .stopping import RunStopped, stop_agreed
 
-CHECKPOINT_FORMAT = 3  # 2: the optimizer state carries the threshold's sample counter; 3: the label evidence
+# 2: the optimizer state carries the threshold's sample counter; 3: the label evidence; 4: the evidence
+# of every example (the validation split too), recorded by EvidenceRecorder
+CHECKPOINT_FORMAT = 4
+# --checkpoint-every in minutes becomes steps after this many steps are timed.
+TIMED_STEPS = 21
 
 
 def check_compatible(state: dict[str, Any], config: TrainConfig, world_size: int) -> None:
@@ -38,3 +46,59 @@ def check_compatible(state: dict[str, Any], config: TrainConfig, world_size: int
         raise ValueError(f"the checkpoint was made by {saved_world} process(es) and this run has "
                          f"{world_size}: resume with the same number (torchrun --nproc_per_node="
                          f"{saved_world}{' or plain python' if saved_world == 1 else ''})")
+
+
+class Checkpoints(Observer):
+    """Saves the run (``Trainer.state_dict``) to its folder at every epoch's end and, every
+    ``every`` steps (or every ``minutes``, turned into steps once timed), in the middle of an
+    epoch; and stops the run, saved, when a signal asks (``stopping``). Only the main rank writes,
+    but every rank takes part in a mid-epoch save (its epoch state is gathered)."""
+
+    def __init__(self, every: int = 0, minutes: float = 0.0) -> None:
+        self.every = every  # steps between mid-epoch checkpoints (0: epoch ends only)
+        self.minutes = minutes  # or minutes, turned into steps once measured
+        self._timed_steps, self._timing_from = 0, 0.0
+
+    def on_step_end(self, run, step) -> None:
+        done = run.step
+        if done == run.steps_per_epoch:
+            return  # the epoch's end is saved whole, a stop asked now included
+        self._minutes_to_steps(run, time.perf_counter())
+        stop = stop_agreed(run.dist, run.stop_signal, done, run.device)
+        if stop or (self.every and done % self.every == 0):
+            self.save_partial(run)
+        if stop:
+            raise RunStopped(run.stop_signal or "a signal on another rank", done, run.steps_per_epoch)
+
+    def on_epoch_end(self, run, stats) -> None:
+        if run.folder is not None:
+            run.folder.save_checkpoint(run.state_dict())
+            run.saved_epoch, run.saved_step = run.epoch, 0
+        if run.epoch < run.config.epochs and stop_agreed(run.dist, run.stop_signal, 0, run.device, epoch_end=True):
+            raise RunStopped(run.stop_signal or "a signal on another rank", 0, 0)
+
+    def save_partial(self, run) -> None:
+        """A mid-epoch checkpoint: everything ``state_dict`` holds, plus where the epoch stands
+        (``Trainer.partial_state``: its step, its generator, every rank's epoch state). Collective
+        under torchrun."""
+        ranks = run.dist.gather_objects(run.epoch_states())
+        if run.folder is None:
+            return
+        state = run.state_dict()
+        state["partial"] = run.partial_state(ranks)
+        run.folder.save_checkpoint(state)
+        run.saved_step = run.step
+
+    def _minutes_to_steps(self, run, now: float) -> None:
+        """``minutes`` as a step count, measured once over this process's first ``TIMED_STEPS``
+        steps on rank 0 and shared: every rank then checkpoints at the same steps."""
+        if not self.minutes or self.every:
+            return
+        self._timed_steps += 1
+        if self._timed_steps == 1:
+            self._timing_from = now
+        elif self._timed_steps == TIMED_STEPS:
+            per_step = (now - self._timing_from) / (TIMED_STEPS - 1)
+            steps = run.dist.broadcast_object(max(1, round(60 * self.minutes / per_step)))
+            self.every = steps
+            run.log(f"checkpoint every {steps} steps (about {self.minutes:g} minutes at {1e3 * per_step:.1f} ms a step)")

@@ -77,18 +77,18 @@ class TrainConfig:
             self.noise_rate = 0.0 if self.noise_type == "none" else DEFAULT_NOISE_RATE
 
     @property
-    def parts(self) -> Method:
+    def method_spec(self) -> Method:
         return METHODS[self.method]
 
     @property
     def estimates_tau(self) -> bool:
-        return self.parts.cdr and self.tau == "auto"
+        return self.method_spec.cdr and self.tau == "auto"
 
     @property
     def cdr_rate(self) -> float:
         """The tau the optimizer starts with: 0 for methods without CDR, and with tau "auto" until
         the estimate replaces it (``Trainer.estimate_noise``)."""
-        if not self.parts.cdr or self.tau == "auto":
+        if not self.method_spec.cdr or self.tau == "auto":
             return 0.0
         return self.noise_rate if self.tau is None else self.tau
 
@@ -100,7 +100,7 @@ class TrainConfig:
         if not self.estimates_tau:
             settings.pop("tau_warmup_steps")
         for part, keys in (("aux", ("aux_lambda", "aux_lr")), ("rdi", ("rdi_lambda",)), ("cdr", ("tau",))):
-            if not getattr(self.parts, part):
+            if not getattr(self.method_spec, part):
                 for key in keys:
                     settings.pop(key)
         return settings
@@ -115,11 +115,11 @@ class TrainConfig:
         if self.noise_type == "none" and self.noise_rate != 0:
             raise ValueError(f"noise type 'none' takes noise rate 0; got {self.noise_rate}")
         if self.tau == "auto":
-            if not self.parts.cdr:
+            if not self.method_spec.cdr:
                 raise ValueError(f"tau 'auto' estimates CDR's rate, but method {self.method!r} has no CDR")
         elif self.tau is not None:
             check_range("tau", self.tau, 0.0, 1.0)
-        elif self.parts.cdr and self.noise_rate == 0:
+        elif self.method_spec.cdr and self.noise_rate == 0:
             raise ValueError(f"method {self.method!r} with noise rate 0 needs an explicit tau (a rate, or 'auto' to "
                              "estimate it): CDR's rate defaults to the noise rate, and tau 0 would train plain SGD")
         for name in ("epochs", "batch_size", "eval_batch_size", "tau_warmup_steps"):
@@ -130,7 +130,7 @@ class TrainConfig:
         check_range("gamma", self.gamma, 0.0, 1.0, closed=True, open_low=True)
         if sorted(self.milestones) != list(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"invalid milestones: {self.milestones!r}; must be increasing positive epochs")
-        check_range("val_fraction", self.val_fraction, 0.0, 1.0, open_low=True)
+        check_range("val_fraction", self.val_fraction, 0.0, 1.0)
         resolve_device(self.device)
 
 

@@ -79,6 +79,9 @@ FLAGS: dict[str, dict[str, Any]] = {
     "rdi_lambda": dict(type=NUMBER, help="RDI: adds lambda^2 (w - w0)"),
     "loss": dict(choices=LOSSES, help="cross-entropy, or mse against one-hot targets"),
     "seed": dict(type=INTEGER, help="noise draw, split, initialisation and order"),
+    "val_fraction": dict(type=NUMBER, help="share of the training set held out as the (noisy) validation split, "
+                         "which picks the reported epoch and is scored out-of-sample by the detectors; 0: no split, "
+                         "the last epoch is reported"),
     "device": dict(help="auto, cpu, cuda or cuda:N"),
     "engine": dict(choices=ENGINE_CHOICES, help="auto: triton on CUDA, compiled on the CPU; reference: the "
                    "published eager step"),

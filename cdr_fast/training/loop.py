@@ -1,70 +1,53 @@
-"""The training loop, as in the published CDR code (docs/design.md, "Training protocol").
+"""The run: a plain epoch and step loop, as in the published CDR code (docs/design.md, "Training
+protocol"), with everything else it does in observers (``observers``).
 
-Each epoch records training accuracy against the noisy and the clean labels, the fraction of
-noisy examples memorised, validation and test accuracy. The summary reports test accuracy at the
-epoch of best validation accuracy and at the last epoch.
-
-Training accuracy is measured on the fly: each example's prediction is the network's output
-f(x) (without the AUX offset) when it was last trained on, as the published code reports it.
-This costs no extra forward pass.
-
-The dataset lives on the device as one tensor and batches are drawn by index; each epoch's
-order comes from a generator seeded by (seed, epoch), so a resumed run continues exactly.
+Each epoch draws its order from a generator seeded by (seed, epoch), so a resumed run continues
+exactly; the dataset lives on the device as one tensor and batches are drawn by index. A step is
+the batch, the forward pass (with AUX's offsets), the loss, the backward pass and the optimizer
+step. After the epoch's last step the learning rate steps, the validation and test sets are
+evaluated, and the observers close the epoch: its metrics, the label evidence, the detectors'
+progress, the checkpoint, the progress line.
 
 Under torchrun (``dist``, see ``cdr_fast.distributed``) every rank draws the same order and
 trains on its contiguous share of each global batch; the optimizer averages the gradients, the
-epoch's metrics are reduced over the ranks and evaluation is sharded. Only the main rank has a
-run folder and writes.
+epoch's metrics and evidence are reduced over the ranks and evaluation is sharded. Only the main
+rank has a run folder and writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-from tqdm import tqdm
+from torch import Tensor, nn
 
 from ..auxiliary import AuxBias
 from ..data import dataset_spec, random_crop_flip
-from ..detection import evidence_detectors
-from ..detection.evidence import EvidenceAccumulator
 from ..distributed import SINGLE, Distributed
 from ..engines import resolve_engine
-from ..estimate import NoiseEstimate, estimate_noise, warm_up_probabilities
+from ..estimate import NoiseEstimate
 from ..models import build_model
 from ..optim import CDRSGD
-from .advice import estimate_warning, fitted_warmup, masking_warning, warmup_warning
-from .checkpoint import CHECKPOINT_FORMAT, check_compatible
+from .checkpoint import CHECKPOINT_FORMAT, Checkpoints, check_compatible
 from .config import TrainConfig, resolve_device
-from .metrics import EpochMetrics, accuracy, format_epoch
+from .detection_log import DetectionLog
+from .evidence_keeper import EvidenceKeeper
+from .metrics import TrainingMetrics, accuracy
+from .observers import Observer, Step
+from .progress import Progress
 from .run_folder import RunFolder
 from .split import NoisySplit, prepare_data
-from .summary import epoch_detection, final_detection, final_evidence, run_summary, suspect_rows
+from .summary import run_summary
+from .tau_auto import TauEstimate
 
 
 class TrainingDiverged(ValueError):
     """The loss or the weights became non-finite; the last good checkpoint is kept."""
-
-
-class RunStopped(Exception):
-    """A signal stopped the run after a step, which a mid-epoch checkpoint saved."""
-
-    def __init__(self, signal_name: str, step: int, steps: int) -> None:
-        super().__init__(signal_name, step, steps)
-        self.signal_name, self.step, self.steps = signal_name, step, steps
-
-
-# Under torchrun the ranks agree to stop every this many steps (one all-reduce of a flag).
-STOP_CHECK_STEPS = 20
-# --checkpoint-every in minutes becomes steps after this many steps are timed.
-TIMED_STEPS = 21
 
 
 def loss_fn(name: str, logits: Tensor, target: Tensor) -> Tensor:
@@ -86,7 +69,6 @@ class Trainer:
         config.validate()
         self.config, self.dist = config, dist
         self.folder = folder if dist.is_main else None  # only the main rank writes
-        self.progress = progress and dist.is_main and sys.stderr.isatty()  # a redirected log gets epoch lines
         self.log = log if dist.is_main else (lambda line: None)
         self.device = resolve_device(config.device)
         if dist.enabled and self.device.type == "cuda":
@@ -100,179 +82,154 @@ class Trainer:
             raise ValueError(f"batch size {config.batch_size} is larger than the training set ({n_train} examples after "
                              f"the validation split): an epoch would be one step; use at most {n_train}")
         torch.manual_seed(config.seed)
-        shape = self.data.train_x.shape
-        self.model = build_model(config.model, shape[1], self.data.num_classes, shape[-1]).to(self.device)
+        self.model = self.new_model()
         groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
         self.aux: AuxBias | None = None
-        if config.parts.aux:
-            self.aux = AuxBias(shape[0], self.data.num_classes, config.aux_lambda, engine=self.engine).to(self.device)
+        if config.method_spec.aux:
+            self.aux = AuxBias(n_train, self.data.num_classes, config.aux_lambda, engine=self.engine).to(self.device)
             groups.append(self.aux.param_group(aux_lr=config.aux_lr, batch_size=config.batch_size))
         self.optimizer = CDRSGD(
             groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-            tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if config.parts.rdi else 0.0, engine=self.engine,
+            tau=config.cdr_rate, rdi_lambda=config.rdi_lambda if config.method_spec.rdi else 0.0, engine=self.engine,
             process_group=dist.group if dist.enabled else None,
         )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, config.milestones, config.gamma)
+        self.augment = dataset_spec(config.dataset).augment
+        self.steps_per_epoch = math.ceil(n_train / config.batch_size)
+
         self.epoch = 0  # epochs completed
+        self.step = 0  # steps of the current epoch completed
+        self.history: list[dict[str, Any]] = []  # one metrics row per epoch
         self.saved_epoch = 0  # the epoch of the run folder's checkpoint (0: none) ...
         self.saved_step = 0  # ... and the step of the next epoch it holds (0: the epoch's end)
-        self.checkpoint_every = checkpoint_every  # steps between mid-epoch checkpoints (0: epoch ends only)
-        self.checkpoint_minutes = checkpoint_minutes  # or minutes, turned into steps once measured
-        self._timed_steps, self._timing_from = 0, 0.0
         self.stop_signal: str | None = None  # set by a signal handler: save and stop after this step
-        self._partial: dict[str, Any] | None = None
-        self._warned_masking = False  # CDR masking less than tau: said once
-        self.history: list[dict[str, Any]] = []
-        self.noise_estimate: NoiseEstimate | None = None  # with tau "auto"
-        self.augment = dataset_spec(config.dataset).augment
-        # the per-example evidence the label detectors read (cdr_fast.detection), and how they fared per epoch
-        self.evidence = EvidenceAccumulator(n_train, self.data.num_classes, self.device)
-        self.keep_epoch_evidence = keep_epoch_evidence  # also write each epoch's probabilities
-        self.detection_history: list[dict[str, Any]] = []
+        self._generator: torch.Generator | None = None  # the epoch's, once it has begun
+        self._elapsed = 0.0  # seconds the epoch had run before a mid-epoch checkpoint
 
-    # ---------------------------------------------------------------- checkpoints
+        # The observers, in the order they are called (observers.py).
+        self.tau = TauEstimate()
+        self.metrics = TrainingMetrics(n_train, self.device)
+        judged = self.folder is not None and self.data.train_clean is not None
+        self.evidence = EvidenceKeeper(self.data, self.device, keep_epochs=keep_epoch_evidence,
+                                       want_epoch_probs=judged)
+        self.detection = DetectionLog(self.evidence)
+        self.progress = Progress(progress and dist.is_main)
+        self.checkpoints = Checkpoints(checkpoint_every, checkpoint_minutes)
+        self.observers: list[Observer] = [self.tau, self.metrics, self.evidence, self.detection, self.progress,
+                                          self.checkpoints]
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "config": dataclasses.asdict(self.config),
-            "world_size": self.dist.world_size,
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "aux": self.aux.state_dict() if self.aux is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "history": self.history,
-            "evidence": self.evidence.state_dict(),
-            "detection_history": self.detection_history,
-            "noise_estimate": self.noise_estimate._asdict() if self.noise_estimate is not None else None,
-        }
+    def new_model(self) -> nn.Module:
+        shape = self.data.train_x.shape
+        return build_model(self.config.model, shape[1], self.data.num_classes, shape[-1]).to(self.device)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_compatible(state, self.config, self.dist.world_size)
-        self.model.load_state_dict(state["model"])
+    # ---------------------------------------------------------------- the loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, saving each to the run folder; returns the summary."""
+        if self.folder is not None:
+            self.folder.make()
+        for tensor in self.model.state_dict().values():  # the same seed (or checkpoint) made the
+            self.dist.broadcast_(tensor)                  # replicas equal; make sure, as DDP does
+        self._notify("on_run_start")
+        while self.epoch < self.config.epochs:
+            self.train_epoch()
+        self._notify("on_run_end")
+        summary = self.summary()
+        if self.folder is not None:
+            self.folder.write_summary(summary)
+        return summary
+
+    def train_epoch(self) -> dict[str, Any]:
+        """One epoch (or the rest of one a mid-epoch checkpoint holds); returns its metrics row."""
+        cfg, d, bs = self.config, self.data, self.config.batch_size
+        gen = self._epoch_generator()
+        order = torch.randperm(d.train_x.shape[0], generator=gen, device=self.device)
+        if self._generator is not None:  # resumed mid-epoch: the generator as it was after that step
+            gen.set_state(self._generator.get_state())
+        self._generator = gen
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.model.train()
         if self.aux is not None:
-            self.aux.load_state_dict(state["aux"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = self.saved_epoch = state["epoch"]
-        self._partial = state.get("partial")  # a mid-epoch checkpoint: the epoch continues at its step
-        self.saved_step = self._partial["step"] if self._partial is not None else 0
-        self.history = list(state["history"])
-        self.evidence.load_state_dict(state["evidence"])
-        self.detection_history = list(state["detection_history"])
-        if state.get("noise_estimate") is not None:  # the optimizer's state already holds its tau
-            self.noise_estimate = NoiseEstimate(**state["noise_estimate"])
-
-    def resume(self) -> None:
-        """Continue from the folder's checkpoint."""
-        self.load_state_dict(self.folder.checkpoint())
-
-    # ---------------------------------------------------------------- tau "auto"
-
-    def estimate_noise(self, steps: int | None = None) -> NoiseEstimate:
-        """Warm a fresh network up on the noisy labels, estimate the noise rate from its
-        probabilities (``cdr_fast.estimate``) and make it CDR's tau. The main network and its
-        data order are untouched: the warm-up uses a model and a generator of its own."""
-        cfg, d = self.config, self.data
-        shape = d.train_x.shape
-        torch.manual_seed(cfg.seed + 1)
-        warm = build_model(cfg.model, shape[1], d.num_classes, shape[-1]).to(self.device)
-        probs = warm_up_probabilities(warm, d.train_x, d.train_y, steps=steps or cfg.tau_warmup_steps,
-                                      batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-                                      weight_decay=cfg.weight_decay, seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
-        estimate = estimate_noise(probs, d.train_y)
-        # Every rank warmed up alike; on a GPU rounding may still differ, so rank 0's estimate rules.
-        rate = self.dist.broadcast_(torch.tensor([estimate.rate], dtype=torch.float64, device=self.device))
-        matrix = self.dist.broadcast_(estimate.transition.to(self.device))
-        self.noise_estimate = NoiseEstimate(float(rate.item()), matrix.cpu())
-        self.optimizer.set_tau(min(self.noise_estimate.rate, 0.99))  # tau must stay below 1
-        return self.noise_estimate
-
-    # ---------------------------------------------------------------- training
+            self.aux.train()
+        t0 = time.perf_counter() - self._elapsed
+        self._notify("on_epoch_start")
+        for start in range(self.step * bs, d.train_x.shape[0], bs):
+            batch = order[start:start + bs]
+            idx = self.dist.shard(batch)  # this rank's share: the whole batch in a single process
+            x = self._inputs(batch, idx, gen)
+            logits = self.model(x)
+            logits_aux = self.aux(logits, idx) if self.aux is not None else None
+            loss = self._loss(logits_aux if logits_aux is not None else logits, d.train_y[idx], batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            self._elapsed = time.perf_counter() - t0
+            self._notify("on_step_end", Step(idx, logits, logits_aux, loss))
+        self.scheduler.step()
+        self._sync_buffers()
+        train_time = time.perf_counter() - t0
+        stats = {"epoch": self.epoch + 1, "lr": lr, **self._evaluate(), "train_time_s": train_time}
+        stats["epoch_time_s"] = time.perf_counter() - t0
+        self.epoch, self.step, self._generator, self._elapsed = self.epoch + 1, 0, None, 0.0
+        self._notify("on_epoch_end", stats)  # the metrics observer completes the row first
+        return stats
 
     def _epoch_generator(self) -> torch.Generator:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(self.config.seed * 100_003 + self.epoch)
         return gen
 
-    def train_epoch(self) -> dict[str, Any]:
-        cfg, d = self.config, self.data
-        n = d.train_x.shape[0]
-        gen = self._epoch_generator()
-        order = torch.randperm(n, generator=gen, device=self.device)
-        metrics = EpochMetrics(n, d.num_classes, self.device)
-        steps = math.ceil(n / cfg.batch_size)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.model.train()
-        if self.aux is not None:
-            self.aux.train()
-        t0, done = time.perf_counter(), 0
-        if self._partial is not None:  # a mid-epoch checkpoint: continue at its step, as if never stopped
-            done, t0 = self._partial["step"], t0 - self._partial["elapsed_s"]
-            gen.set_state(self._partial["generator"])
-            metrics.load(self._partial["metrics"][self.dist.rank])
-            self._partial = None
-        bar = tqdm(total=steps, initial=done, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not self.progress, unit="step", dynamic_ncols=True)
-        for start in range(done * cfg.batch_size, n, cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            idx = self.dist.shard(batch)  # the whole batch in a single process
-            if self.augment:  # drawn for the global batch, so the crops do not depend on the ranks
-                x = random_crop_flip(d.train_x[batch], 4, gen)[self.dist.shard(torch.arange(batch.numel()))]
-            else:
-                x = d.train_x[idx]
-            logits = self.model(x)
-            logits_aux = self.aux(logits, idx) if self.aux is not None else None
-            loss = loss_fn(cfg.loss, logits_aux if logits_aux is not None else logits, d.train_y[idx])
-            weight = self.dist.loss_weight(idx.numel(), batch.numel())
-            if weight != 1.0:  # unequal shards (or an empty one): weigh to the global batch's mean
-                loss = loss * weight if idx.numel() else (logits_aux if logits_aux is not None else logits).sum() * 0.0
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            metrics.record(idx, logits, logits_aux, loss, self.optimizer.last_kept_fraction)
-            bar.update()
-            done += 1
-            if done == steps:
-                break  # the epoch's end is saved whole (fit), a stop asked now included
-            self._minutes_to_steps(time.perf_counter())
-            stop = self._stop_agreed(done)
-            if stop or (self.checkpoint_every and done % self.checkpoint_every == 0):
-                self._save_partial(done, gen, metrics, time.perf_counter() - t0)
-            if stop:
-                raise self._stopped(done, steps)
-        bar.close()
-        self.scheduler.step()
-        metrics.reduce(self.dist)
+    def _inputs(self, batch: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
+        if self.augment:  # drawn for the global batch, so the crops do not depend on the ranks
+            return random_crop_flip(self.data.train_x[batch], 4, gen)[self.dist.shard(torch.arange(batch.numel()))]
+        return self.data.train_x[idx]
+
+    def _loss(self, logits: Tensor, target: Tensor, batch: Tensor) -> Tensor:
+        loss = loss_fn(self.config.loss, logits, target)
+        weight = self.dist.loss_weight(target.numel(), batch.numel())
+        if weight != 1.0:  # unequal shards (or an empty one): weigh to the global batch's mean
+            loss = loss * weight if target.numel() else logits.sum() * 0.0
+        return loss
+
+    def _sync_buffers(self) -> None:
         if self.dist.enabled:
             for buffer in self.model.buffers():  # BatchNorm's running statistics: rank 0's, as DDP keeps them
                 self.dist.broadcast_(buffer)
-        train_time = time.perf_counter() - t0
-        self._check_finite(metrics.mean_loss)
-        self.evidence.add_epoch(metrics.probs, d.train_y)
-        self._read_evidence(metrics.probs)
-        stats = {
-            "epoch": self.epoch + 1,
-            "lr": lr,
-            **metrics.stats(d, aux=self.aux is not None, masked=self.optimizer.param_groups[0]["tau"] > 0),
-            "val_acc": accuracy(self.model, d.val_x, d.val_y, cfg.eval_batch_size, self.dist),
-            "test_acc": accuracy(self.model, d.test_x, d.test_y, cfg.eval_batch_size, self.dist),
-            "train_time_s": train_time,
-        }
-        stats["epoch_time_s"] = time.perf_counter() - t0
-        return stats
 
-    def _read_evidence(self, probs: Tensor) -> None:
-        """After an epoch: how each detector would fare now (known flips only), and with
-        ``keep_epoch_evidence`` the epoch's probabilities, into the run folder."""
-        if self.folder is None or not (self.keep_epoch_evidence or self.data.train_clean is not None):
+    def _evaluate(self) -> dict[str, float]:
+        """Validation accuracy (each batch's logits are the held-out examples' evidence) and test accuracy."""
+        d, batch = self.data, self.config.eval_batch_size
+        held_out = lambda rows, logits: self._notify("on_held_out", rows, logits)  # noqa: E731
+        return {"val_acc": accuracy(self.model, d.val_x, d.val_y, batch, self.dist, on_logits=held_out),
+                "test_acc": accuracy(self.model, d.test_x, d.test_y, batch, self.dist)}
+
+    def _notify(self, moment: str, *args: Any) -> None:
+        for observer in self.observers:
+            getattr(observer, moment)(self, *args)
+
+    # ---------------------------------------------------------------- what observers ask of the run
+
+    def check_finite(self, mean_loss: float) -> None:
+        params = list(self.model.parameters()) + ([self.aux.weight] if self.aux is not None else [])
+        finite_weights = all(bool(torch.isfinite(p).all()) for p in params)
+        if math.isfinite(mean_loss) and finite_weights:
             return
-        offsets = self.aux.offsets() if self.aux is not None else None
-        if self.keep_epoch_evidence:
-            self.folder.write_epoch_evidence(self.epoch + 1, probs, offsets)
-        self.detection_history += epoch_detection(self.epoch + 1, probs, offsets, self.evidence, self.data,
-                                                  self.flag_rate)
+        what = f"the training loss became {mean_loss}" if not math.isfinite(mean_loss) else "the weights became non-finite"
+        done = self.epoch - 1
+        kept = f"the checkpoint of epoch {done} is kept" if done else "no epoch was saved"
+        raise TrainingDiverged(f"epoch {self.epoch}: {what}; stopped ({kept}). Lower --lr, or check --momentum "
+                               f"and --weight-decay (now lr {self.config.lr}, momentum {self.config.momentum})")
+
+    def warn(self, line: str | None) -> bool:
+        if line is not None:
+            self.log(f"warning: {line}")
+        return line is not None
+
+    @property
+    def noise_estimate(self) -> NoiseEstimate | None:
+        """With tau "auto": the estimate that became tau."""
+        return self.tau.estimate
 
     @property
     def flag_rate(self) -> float:
@@ -283,106 +240,60 @@ class Trainer:
             return self.noise_estimate.rate
         return self.data.realised_rate if self.config.noise_type != "none" else float("nan")
 
-    def _minutes_to_steps(self, now: float) -> None:
-        """``checkpoint_minutes`` as a step count, measured once over this process's first
-        ``TIMED_STEPS`` steps on rank 0 and shared: every rank then checkpoints at the same steps."""
-        if not self.checkpoint_minutes or self.checkpoint_every:
-            return
-        self._timed_steps += 1
-        if self._timed_steps == 1:
-            self._timing_from = now
-        elif self._timed_steps == TIMED_STEPS:
-            per_step = (now - self._timing_from) / (TIMED_STEPS - 1)
-            steps = self.dist.broadcast_object(max(1, round(60 * self.checkpoint_minutes / per_step)))
-            self.checkpoint_every = steps
-            self.log(f"checkpoint every {steps} steps (about {self.checkpoint_minutes:g} minutes at "
-                     f"{1e3 * per_step:.1f} ms a step)")
+    # ---------------------------------------------------------------- checkpoints
 
-    def _stop_agreed(self, step: int, epoch_end: bool = False) -> bool:
-        """Whether every rank stops after this step: a signal asked one to (``stop_signal``). One
-        process stops at once; ranks agree every ``STOP_CHECK_STEPS`` steps and at each epoch's
-        end, with one all-reduce."""
-        if not self.dist.enabled:
-            return self.stop_signal is not None
-        if step % STOP_CHECK_STEPS and not epoch_end:
-            return False
-        flag = torch.tensor(int(self.stop_signal is not None), device=self.device)
-        return bool(self.dist.all_reduce_(flag, "max").item())
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "config": dataclasses.asdict(self.config),
+            "world_size": self.dist.world_size,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "aux": self.aux.state_dict() if self.aux is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+        }
+        state.update({o.name: o.state_dict() for o in self.observers if o.name})
+        return state
 
-    def _stopped(self, step: int, steps: int) -> RunStopped:
-        return RunStopped(self.stop_signal or "a signal on another rank", step, steps)
+    def epoch_states(self) -> dict[str, Any]:
+        """This rank's share of the epoch in progress: each observer's (a mid-epoch checkpoint)."""
+        return {o.name or type(o).__name__: o.epoch_state() for o in self.observers}
 
-    def _save_partial(self, step: int, gen: torch.Generator, metrics: EpochMetrics, elapsed: float) -> None:
-        """A mid-epoch checkpoint: everything ``state_dict`` holds, plus where the epoch stands
-        (its step, its generator, every rank's metric accumulators). Collective under torchrun."""
-        ranks = self.dist.gather_objects(metrics.state())
-        if self.folder is None:
-            return
-        state = self.state_dict()
-        state["partial"] = {"step": step, "generator": gen.get_state(), "metrics": ranks, "elapsed_s": elapsed}
-        self.folder.save_checkpoint(state)
-        self.saved_step = step
+    def partial_state(self, ranks: list[dict[str, Any]]) -> dict[str, Any]:
+        """Where the epoch stands: its step, its generator, its time so far and every rank's ``epoch_states``."""
+        return {"step": self.step, "generator": self._generator.get_state(), "elapsed_s": self._elapsed,
+                "ranks": ranks}
 
-    def _check_finite(self, mean_loss: float) -> None:
-        params = list(self.model.parameters()) + ([self.aux.weight] if self.aux is not None else [])
-        finite_weights = all(bool(torch.isfinite(p).all()) for p in params)
-        if math.isfinite(mean_loss) and finite_weights:
-            return
-        what = f"the training loss became {mean_loss}" if not math.isfinite(mean_loss) else "the weights became non-finite"
-        kept = f"the checkpoint of epoch {self.epoch} is kept" if self.epoch else "no epoch was saved"
-        raise TrainingDiverged(f"epoch {self.epoch + 1}: {what}; stopped ({kept}). Lower --lr, or check --momentum "
-                               f"and --weight-decay (now lr {self.config.lr}, momentum {self.config.momentum})")
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_compatible(state, self.config, self.dist.world_size)
+        self.model.load_state_dict(state["model"])
+        if self.aux is not None:
+            self.aux.load_state_dict(state["aux"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = self.saved_epoch = state["epoch"]
+        self.history = list(state["history"])
+        for o in self.observers:
+            if o.name:
+                o.load_state_dict(state[o.name])
+        partial = state.get("partial")  # a mid-epoch checkpoint: the epoch continues at its step
+        self.step = self.saved_step = partial["step"] if partial is not None else 0
+        if partial is not None:
+            self._generator = torch.Generator(device=self.device)
+            self._generator.set_state(partial["generator"])
+            self._elapsed = partial["elapsed_s"]
+            mine = partial["ranks"][self.dist.rank]
+            for o in self.observers:
+                o.load_epoch_state(mine[o.name or type(o).__name__])
 
-    def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, saving each to the run folder; returns the summary."""
-        if self.folder is not None:
-            self.folder.make()
-        for tensor in self.model.state_dict().values():  # the same seed (or checkpoint) made the
-            self.dist.broadcast_(tensor)                  # replicas equal; make sure, as DDP does
-        if self.config.estimates_tau and self.noise_estimate is None:
-            n, batch = self.data.train_x.shape[0], self.config.batch_size
-            steps, cut = fitted_warmup(self.config.tau_warmup_steps, batch, n)
-            self._warn(cut or warmup_warning(steps, batch, n))
-            estimate = self.estimate_noise(steps)
-            self.log(f"estimated noise rate {estimate.rate:.3f} after {steps} warm-up steps: "
-                     f"tau = {self.optimizer.param_groups[0]['tau']:.3f}")
-            self._warn(estimate_warning(estimate.rate, steps, batch, n))
-            if self.folder is not None:
-                self.folder.write_transition(estimate.transition)
-        while self.epoch < self.config.epochs:
-            stats = self.train_epoch()
-            self.epoch += 1
-            self.history.append(stats)
-            if self.folder is not None:
-                self.folder.save_epoch(self.state_dict(), self.history, self.detection_history)
-                self.saved_epoch, self.saved_step = self.epoch, 0
-            self.log(format_epoch(stats, self.config.epochs))
-            if not self._warned_masking:
-                self._warned_masking = self._warn(masking_warning(stats["kept_pct"],
-                                                                  self.optimizer.param_groups[0]["tau"]))
-            if self.epoch < self.config.epochs and self._stop_agreed(0, epoch_end=True):
-                raise self._stopped(0, 0)
-        if self.folder is None:
-            return self.summary()
-        evidence = final_evidence(self.model, self.aux, self.evidence, self.data, self.flag_rate,
-                                  self.config.eval_batch_size)
-        suspects = evidence_detectors(evidence)  # once, for the rows and the suspects file
-        detection = final_detection(evidence, suspects)
-        self.folder.write_evidence(evidence)
-        self.folder.write_detection(self.detection_history + detection)
-        summary = self.summary(detection)
-        self.folder.write_suspects(suspect_rows(evidence, suspects))
-        self.folder.write_summary(summary)
-        return summary
+    def resume(self) -> None:
+        """Continue from the folder's checkpoint."""
+        self.load_state_dict(self.folder.checkpoint())
 
-    def _warn(self, line: str | None) -> bool:
-        if line is not None:
-            self.log(f"warning: {line}")
-        return line is not None
-
-    def summary(self, detection: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        return run_summary(self.config, self.history, self.data, detection=detection, aux=self.aux,
-                           tau=self.optimizer.param_groups[0]["tau"],
+    def summary(self) -> dict[str, Any]:
+        return run_summary(self.config, self.history, self.data, detection=self.detection.rows + self.detection.final_rows,
+                           aux=self.aux, tau=self.optimizer.param_groups[0]["tau"],
                            estimated_rate=self.noise_estimate.rate if self.noise_estimate is not None else None,
                            engine=self.engine.name, device=str(self.device), world_size=self.dist.world_size)
-

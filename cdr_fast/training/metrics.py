@@ -14,16 +14,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..atomic_io import write_csv_atomic
 from ..distributed import SINGLE, Distributed
+from .observers import Observer, Step
 from .split import NoisySplit
 
 
 class EpochMetrics:
     """One epoch's training metrics over ``n`` examples, accumulated step by step."""
 
-    def __init__(self, n: int, num_classes: int, device: torch.device) -> None:
-        # each example's softmax probabilities at its visit: the detectors' evidence (cdr_fast.detection)
-        self.probs = torch.zeros(n, num_classes, device=device)
+    def __init__(self, n: int, device: torch.device) -> None:
         self.predicted = torch.full((n,), -1, dtype=torch.int64, device=device)  # f(x); -1: not seen here
         self.predicted_aux = torch.full((n,), -1, dtype=torch.int64, device=device)  # f(x) + lam * B[i]
         self.loss_sum = torch.zeros((), device=device)
@@ -34,7 +34,6 @@ class EpochMetrics:
                kept_fraction: Tensor | None) -> None:
         """One step: the batch's predictions, its loss, and the share CDR kept (None: unmasked)."""
         self.predicted[idx] = logits.detach().argmax(1)
-        self.probs[idx] = torch.softmax(logits.detach().float(), 1)
         if logits_aux is not None:
             self.predicted_aux[idx] = logits_aux.detach().argmax(1)
         self.loss_sum += loss.detach()
@@ -44,11 +43,11 @@ class EpochMetrics:
 
     def state(self) -> dict[str, Any]:
         """This rank's accumulators, for a mid-epoch checkpoint."""
-        return {"probs": self.probs.cpu(), "predicted": self.predicted.cpu(), "predicted_aux": self.predicted_aux.cpu(),
+        return {"predicted": self.predicted.cpu(), "predicted_aux": self.predicted_aux.cpu(),
                 "loss_sum": self.loss_sum.cpu(), "kept_sum": self.kept_sum.cpu(), "steps": self.steps}
 
     def load(self, state: dict[str, Any]) -> None:
-        for name in ("probs", "predicted", "predicted_aux", "loss_sum", "kept_sum"):
+        for name in ("predicted", "predicted_aux", "loss_sum", "kept_sum"):
             getattr(self, name).copy_(state[name])
         self.steps = state["steps"]
 
@@ -57,7 +56,6 @@ class EpochMetrics:
         if dist.enabled:
             for seen in (self.predicted, self.predicted_aux):
                 dist.all_reduce_(seen, "max")
-            dist.all_reduce_(self.probs)  # zeros where another rank saw the example
             self.loss_sum = dist.all_reduce_(self.loss_sum) / dist.world_size
 
     @property
@@ -84,9 +82,55 @@ class EpochMetrics:
         }
 
 
+class TrainingMetrics(Observer):
+    """Each epoch's training metrics, measured on the fly at every step: it completes the epoch's
+    row of ``run.history`` (first among the observers, so the others read a whole row), stops a
+    run whose loss or weights became non-finite, and keeps ``metrics.csv`` (one row per epoch,
+    rewritten from the checkpoint's history when a run starts, so it never lags or leads it)."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.n, self.device = n, device
+        self.current: EpochMetrics | None = None
+
+    def on_run_start(self, run) -> None:
+        if run.folder is not None and run.history:
+            write_csv_atomic(run.folder.path / "metrics.csv", run.history)
+
+    def on_epoch_start(self, run) -> None:
+        if self.current is None:  # else a mid-epoch checkpoint restored it
+            self.current = EpochMetrics(self.n, self.device)
+
+    def on_step_end(self, run, step: Step) -> None:
+        self.current.record(step.index, step.logits, step.logits_aux, step.loss, run.optimizer.last_kept_fraction)
+
+    def on_epoch_end(self, run, stats: dict[str, Any]) -> None:
+        metrics, self.current = self.current, None
+        metrics.reduce(run.dist)
+        run.check_finite(metrics.mean_loss)
+        train = metrics.stats(run.data, aux=run.aux is not None, masked=run.optimizer.param_groups[0]["tau"] > 0)
+        row = {"epoch": stats["epoch"], "lr": stats["lr"], **train, **{k: v for k, v in stats.items()
+                                                                     if k not in ("epoch", "lr")}}
+        stats.clear()
+        stats.update(row)
+        run.history.append(stats)
+        if run.folder is not None:
+            write_csv_atomic(run.folder.path / "metrics.csv", run.history)
+
+    def epoch_state(self) -> Any:
+        return self.current.state() if self.current is not None else None
+
+    def load_epoch_state(self, state: Any) -> None:
+        self.current = None
+        if state is not None:
+            self.current = EpochMetrics(self.n, self.device)
+            self.current.load(state)
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dist: Distributed = SINGLE) -> float:
-    """Accuracy in percent; under torch.distributed each rank evaluates a contiguous share."""
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dist: Distributed = SINGLE,
+             on_logits=None) -> float:
+    """Accuracy in percent; under torch.distributed each rank evaluates a contiguous share.
+    ``on_logits(rows, logits)``, if given, sees each batch's logits (the evidence of held-out examples)."""
     model.eval()
     n = images.shape[0]
     lo, hi = 0, n
@@ -96,8 +140,13 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, 
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     for i in range(lo, hi, batch_size):
         end = min(i + batch_size, hi)
-        correct += (model(images[i:end]).argmax(1) == labels[i:end]).sum()
-    return 100.0 * dist.all_reduce_(correct).item() / max(n, 1)
+        logits = model(images[i:end])
+        correct += (logits.argmax(1) == labels[i:end]).sum()
+        if on_logits is not None:
+            on_logits(torch.arange(i, end, device=images.device), logits)
+    if n == 0:
+        return float("nan")  # no validation split
+    return 100.0 * dist.all_reduce_(correct).item() / n
 
 
 def format_epoch(s: dict[str, Any], epochs: int) -> str:
@@ -108,5 +157,5 @@ def format_epoch(s: dict[str, Any], epochs: int) -> str:
     return (
         f"epoch {s['epoch']:>{len(str(epochs))}}/{epochs}  lr {s['lr']:.0e}  loss {s['train_loss']:.4f}  "
         f"train noisy {s['train_acc_noisy']:5.1f}%{aux}  clean {clean}  memorised {mem}  "
-        f"val {s['val_acc']:5.2f}%  test {s['test_acc']:5.2f}%{kept}  {s['epoch_time_s']:.1f}s"
+        f"val {'  n/a ' if math.isnan(s['val_acc']) else format(s['val_acc'], '5.2f') + '%'}  test {s['test_acc']:5.2f}%{kept}  {s['epoch_time_s']:.1f}s"
     )

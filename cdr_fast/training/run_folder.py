@@ -1,18 +1,19 @@
 """One run's folder and everything written into it, atomically.
 
     config.json    the settings, written when the run starts
-    metrics.csv    one row per finished epoch
-    checkpoint.pt  everything needed to continue, after every epoch (written before metrics.csv,
-                   so metrics.csv never lists an epoch the checkpoint lacks), with a checksum;
+    metrics.csv    one row per finished epoch (rewritten from the checkpoint's history when a run
+                   resumes, so it always lists the epochs the checkpoint holds)
+    checkpoint.pt  everything needed to continue, after every epoch, with a checksum;
                    checkpoint.prev.pt, the one before it, is kept for a resume to fall back to
     .lock          held by the process that runs in the folder
     summary.json   written when the last epoch is done
     detection.csv  where the flips are known: each label detector's AUROC, average precision,
                    precision, recall and correction accuracy, per epoch and at the end (final)
-    evidence.npz   the per-example probabilities (and AUX offsets) the detectors read; its format:
-                   cdr_fast/detection/evidence.py
+    evidence.npz   every example's probabilities (and AUX offsets), which it was trained on, the
+                   class names and file names: all the detectors and the report read; its
+                   format: cdr_fast/detection/evidence.py
     evidence/epoch_NNN.npz   with keep_epoch_evidence: each epoch's probabilities
-    suspects.csv   every training example, most likely mislabelled first
+    suspects.csv   every example (the held-out ones too), most likely mislabelled first
     transition_estimated.csv   with tau "auto": the estimated noise transition matrix
 
 ``RunFolder.begin`` makes the start-or-resume decision for ``train.py``, the grid and the
@@ -124,12 +125,6 @@ class RunFolder:
     def write_config(self, settings: dict[str, Any]) -> None:
         write_json_atomic(self.path / "config.json", settings)
 
-    def save_epoch(self, state: dict[str, Any], history: list[dict[str, Any]],
-                   detection: list[dict[str, Any]] = ()) -> None:
-        self.save_checkpoint(state)
-        write_csv_atomic(self.path / "metrics.csv", history)
-        self.write_detection(detection)
-
     def write_detection(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             write_csv_atomic(self.path / "detection.csv", list(rows))
@@ -140,9 +135,9 @@ class RunFolder:
     def write_epoch_evidence(self, epoch: int, probs, offsets) -> None:
         """One epoch's probabilities (and AUX offsets) as ``evidence/epoch_NNN.npz``."""
         (self.path / "evidence").mkdir(exist_ok=True)
-        arrays = {"probs": probs.cpu().numpy().astype(np.float32)}
+        arrays = {"probs": np.asarray(probs, dtype=np.float32)}
         if offsets is not None:
-            arrays["aux_offsets"] = offsets.cpu().numpy().astype(np.float32)
+            arrays["aux_offsets"] = np.asarray(offsets, dtype=np.float32)
         save_npz_atomic(self.path / "evidence" / f"epoch_{epoch:03d}.npz", arrays)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:

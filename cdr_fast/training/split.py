@@ -23,10 +23,26 @@ class NoisySplit:
     train_clean: Tensor | None  # the true labels, where known (None for your own data without them)
     val_x: Tensor
     val_y: Tensor  # noisy too, as in the published protocol
+    val_index: Tensor  # each validation example's index in the dataset's training set
+    val_clean: Tensor | None
     test_x: Tensor
     test_y: Tensor
     realised_rate: float  # the share of training labels that differ from the clean ones (NaN if unknown)
     num_classes: int
+    class_names: list[str] | None = None  # as the dataset names its classes (None: their numbers)
+    files: list[str] | None = None  # a folder dataset: each training-set example's file, by dataset index
+
+    @property
+    def num_examples(self) -> int:
+        """The dataset's training set: the training split and the validation split."""
+        return self.train_index.numel() + self.val_index.numel()
+
+    def whole(self, train: Tensor, val: Tensor) -> Tensor:
+        """Per-example values of the two splits, as one tensor in the dataset's order."""
+        out = train.new_empty((self.num_examples, *train.shape[1:]))
+        out[self.train_index.to(train.device)] = train
+        out[self.val_index.to(train.device)] = val.to(train.device)
+        return out
 
 
 def noisy_labels(config: TrainConfig, data: Dataset) -> Tensor:
@@ -50,8 +66,9 @@ def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
     return NoisySplit(
         train_x=x[train_idx].to(device), train_y=y[train_idx].to(device), train_index=train_idx,
         train_clean=clean[train_idx].to(device) if clean is not None else None,
-        val_x=x[val_idx].to(device), val_y=y[val_idx].to(device),
+        val_x=x[val_idx].to(device), val_y=y[val_idx].to(device), val_index=val_idx,
+        val_clean=clean[val_idx].to(device) if clean is not None else None,
         test_x=data.test_images.to(device), test_y=data.test_labels.to(device),
         realised_rate=(y != clean).double().mean().item() if clean is not None else float("nan"),
-        num_classes=data.num_classes,
+        num_classes=data.num_classes, class_names=data.class_names, files=data.train_files,
     )

@@ -1,7 +1,7 @@
 """A cleaned copy of a dataset's training labels, in the input's own format, ready to train on.
 
-``relabel`` gives each flagged example its suggested label; ``drop`` leaves it out. The
-validation split was not scored (it never trained the network), so its labels stay as given.
+``relabel`` gives each flagged example its suggested label; ``drop`` leaves it out. Every
+example is scored, the validation split's too, so a flagged held-out example is fixed as well.
 
 - a folder dataset: a new folder with the same ``train/<class>/`` and ``test/<class>/`` tree, each
   image hard-linked (copied where links are impossible) into its cleaned class folder;
@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checks import check_choice
-from .evidence import save_npz_atomic
+from ..detection.evidence import save_npz_atomic
 
 FIXES = ("relabel", "drop")
 

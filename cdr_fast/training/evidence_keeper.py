@@ -1,0 +1,113 @@
+"""The run's evidence about its labels: an ``EvidenceRecorder`` (``cdr_fast.detection``, the same
+class a user's own loop calls) fed by the loop, and ``evidence.npz`` written at the run's end.
+
+Every example of the dataset's training set is scored. A training example is recorded at its
+training visit (train mode: in-sample, no extra forward pass); a validation example at each
+epoch's validation pass (eval mode: out-of-sample). At the end the trained network's
+probabilities on every example (eval mode) are added. The file's rows are in the dataset's
+order, and its ``trained`` column says which examples the network trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..detection import Evidence, EvidenceRecorder, confident_learning
+from .observers import Observer, Step
+from .split import NoisySplit
+
+
+def rate_to_flag(rate: float, probs: np.ndarray, labels: np.ndarray) -> float:
+    """The share to flag: ``rate`` where the run knows one (``Trainer.flag_rate``), else confident
+    learning's estimate from these probabilities."""
+    return rate if math.isfinite(rate) else confident_learning(probs, labels).noise_rate
+
+
+@torch.no_grad()
+def eval_probabilities(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+    """The network's softmax probabilities in eval mode, batch by batch (float32, on the images' device)."""
+    model.eval()
+    if images.shape[0] == 0:
+        return torch.zeros(0, 0, device=images.device)
+    return torch.cat([torch.softmax(model(images[i:i + batch_size]).float(), 1)
+                      for i in range(0, images.shape[0], batch_size)])
+
+
+class EvidenceKeeper(Observer):
+    """Records every epoch's per-example probabilities and writes ``evidence.npz`` (main rank).
+    With ``keep_epochs`` (the benchmark's cells) each epoch's probabilities go to
+    ``evidence/epoch_NNN.npz`` too; ``epoch_probs`` then holds the last epoch's for the others."""
+
+    name = "evidence"
+
+    def __init__(self, data: NoisySplit, device: torch.device, keep_epochs: bool = False,
+                 want_epoch_probs: bool = False) -> None:
+        self.data = data
+        given = data.whole(data.train_y, data.val_y)
+        self.given = given.cpu().numpy()
+        self.recorder = EvidenceRecorder(data.num_examples, data.num_classes, device, labels=given)
+        self.train_rows = data.train_index.to(device)
+        self.val_rows = data.val_index.to(device)
+        self.keep_epochs = keep_epochs
+        self.want_epoch_probs = want_epoch_probs or keep_epochs
+        self.epoch_probs: np.ndarray | None = None  # the last epoch's, where wanted
+        self.final: Evidence | None = None  # what evidence.npz holds, once written
+
+    def on_step_end(self, run, step: Step) -> None:
+        self.recorder.record(self.train_rows[step.index], step.logits)
+
+    def on_held_out(self, run, rows: Tensor, logits: Tensor) -> None:
+        self.recorder.record(self.val_rows[rows], logits)
+
+    def on_epoch_end(self, run, stats: dict[str, Any]) -> None:
+        r = self.recorder
+        if run.dist.enabled:  # each rank recorded its share of the epoch's examples
+            run.dist.all_reduce_(r.epoch_probs)  # zeros where another rank saw the example
+            seen = r.epoch_seen.to(torch.uint8)
+            r.epoch_seen.copy_(run.dist.all_reduce_(seen, "max").bool())
+        if self.want_epoch_probs:
+            self.epoch_probs = r.epoch_probs.cpu().numpy().copy()  # end_epoch zeroes the buffer
+        r.end_epoch()
+        if self.keep_epochs and run.folder is not None:
+            run.folder.write_epoch_evidence(run.epoch, self.epoch_probs, self.offsets(run))
+
+    def offsets(self, run) -> np.ndarray | None:
+        """AUX's offsets per example (zero rows for the held-out ones, which have no row in the table)."""
+        if run.aux is None:
+            return None
+        table = run.aux.offsets()
+        return self.data.whole(table, table.new_zeros(self.val_rows.numel(), table.shape[1])).cpu().numpy()
+
+    def on_run_end(self, run) -> None:
+        if run.folder is None:
+            return
+        d, batch = self.data, run.config.eval_batch_size
+        probs = d.whole(eval_probabilities(run.model, d.train_x, batch),
+                        eval_probabilities(run.model, d.val_x, batch).reshape(-1, d.num_classes))
+        clean = d.whole(d.train_clean, d.val_clean).cpu().numpy() if d.train_clean is not None else None
+        trained = np.zeros(d.num_examples, dtype=bool)
+        trained[d.train_index.numpy()] = True
+        p = probs.cpu().numpy()
+        self.final = self.recorder.evidence(
+            self.given, probs=p, index=np.arange(d.num_examples), clean_labels=clean, aux_offsets=self.offsets(run),
+            trained=trained, class_names=d.class_names, files=d.files,
+            flag_rate=rate_to_flag(run.flag_rate, p, self.given))
+        run.folder.write_evidence(self.final)
+
+    def state_dict(self) -> Any:
+        return self.recorder.state_dict()
+
+    def load_state_dict(self, state: Any) -> None:
+        self.recorder.load_state_dict(state)
+
+    def epoch_state(self) -> Any:
+        return {k: getattr(self.recorder, k).cpu() for k in EvidenceRecorder.EPOCH_KEYS}
+
+    def load_epoch_state(self, state: Any) -> None:
+        for k in EvidenceRecorder.EPOCH_KEYS:
+            getattr(self.recorder, k).copy_(state[k])
