@@ -59,18 +59,21 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The state ``save_checkpoint`` wrote; a ValueError naming the file if it is missing, does not
-    match its checksum, or cannot be read. (A checkpoint from before checksums loads unchecked.)"""
+    """The state ``save_checkpoint`` wrote; a ValueError naming the file if it is missing, lacks
+    its checksum (truncated, or not written by cdr-fast), does not match it, or cannot be read.
+    There is no unchecked path: a file whose tag is damaged is refused, never taken as an older one."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as err:
         raise ValueError(f"{path}: cannot read checkpoint ({err.strerror})") from None
     tail = data[-CHECKSUM_LENGTH:]
-    if tail.startswith(CHECKSUM_TAG):
-        data = data[:-CHECKSUM_LENGTH]
-        if hashlib.sha256(data).hexdigest().encode() != tail[len(CHECKSUM_TAG):]:
-            raise ValueError(f"{path}: the checkpoint does not match its checksum (corrupted on disk)")
+    if len(data) <= CHECKSUM_LENGTH or not tail.startswith(CHECKSUM_TAG):
+        raise ValueError(f"{path}: not a complete cdr-fast checkpoint (its checksum tag is missing: truncated, "
+                         "damaged, or another file)")
+    data = data[:-CHECKSUM_LENGTH]
+    if hashlib.sha256(data).hexdigest().encode() != tail[len(CHECKSUM_TAG):]:
+        raise ValueError(f"{path}: the checkpoint does not match its checksum (corrupted on disk)")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle is a corrupt checkpoint

@@ -34,7 +34,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="c.pt: cannot read checkpoint"):
+    with pytest.raises(ValueError, match="c.pt: not a complete cdr-fast checkpoint"):
         load_checkpoint(tmp_path / "c.pt")
 
 
@@ -75,3 +75,18 @@ def test_saving_keeps_the_previous_checkpoint(tmp_path):
     save_checkpoint(path, {"epoch": 1})
     save_checkpoint(path, {"epoch": 2})
     assert load_checkpoint(path)["epoch"] == 2 and load_checkpoint(atomic_io.previous(path))["epoch"] == 1
+
+
+def test_no_corruption_of_a_real_checkpoint_is_accepted():
+    """scripts/corrupt_checkpoints.py's short version: flips anywhere (the tag too), truncations,
+    another run's checkpoint, a checksummed torch file of something else, empty and text files;
+    each refused in one line or fallen back to the intact previous checkpoint, never accepted."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "scripts/corrupt_checkpoints.py", "--corruptions", "40", "--quick"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.strip() == "40 corruptions, 0 accepted"

@@ -478,3 +478,45 @@ def test_auto_resume_starts_then_continues_with_one_command_line(tmp_path, capsy
     assert cli.main([*flags, "--epochs", "2"]) == 0  # the requeued job: the same line, with its checkpoint
     assert "resuming" in capsys.readouterr().out
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_gamma_scales_the_learning_rate_at_each_milestone():
+    trainer = quiet(small(epochs=3, method="sgd", batch_size=512, milestones=[1, 2], gamma=0.5))
+    trainer.fit()
+    assert [s["lr"] for s in trainer.history] == [0.01, pytest.approx(0.005), pytest.approx(0.0025)]
+
+
+def test_a_negative_seed_is_one_line(capsys):
+    assert cli.main(["--seed", "-5", "--no-progress", "--out", "unused"]) == 2
+    assert capsys.readouterr().err == "error: invalid seed: -5; must be an integer >= 0\n"
+
+
+def test_another_runs_checkpoint_is_refused_naming_both_and_stale_temporary_files_go(tmp_path, capsys):
+    flags = ["--epochs", "1", "--batch-size", "512", "--reference", "--no-progress"]
+    assert cli.main([*flags, "--out", str(tmp_path / "one")]) == 0
+    assert cli.main([*flags, "--seed", "2", "--out", str(tmp_path / "two")]) == 0
+    capsys.readouterr()
+    (tmp_path / "one" / "checkpoint.pt").write_bytes((tmp_path / "two" / "checkpoint.pt").read_bytes())
+    (tmp_path / "one" / "checkpoint.prev.pt").unlink(missing_ok=True)
+    stale = tmp_path / "one" / ".checkpoint.pt.tmp-999999999"
+    stale.write_bytes(b"half a checkpoint")
+    assert cli.main(["--resume", "--epochs", "2", "--no-progress", "--out", str(tmp_path / "one")]) == 2
+    err = capsys.readouterr().err
+    mine = json.loads((tmp_path / "one" / "config.json").read_text())["run_id"]
+    theirs = json.loads((tmp_path / "two" / "config.json").read_text())["run_id"]
+    assert mine != theirs and f"belongs to run {theirs}, not to {mine}" in err and len(err.splitlines()) == 1
+    assert not stale.exists()  # a dead writer's temporary file, removed as the folder was claimed
+
+
+def test_a_read_only_run_folder_is_one_line(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    out = tmp_path / "run"
+    assert cli.main(["--epochs", "1", "--batch-size", "512", "--reference", "--no-progress", "--out", str(out)]) == 0
+    (out / ".lock").unlink()
+    out.chmod(0o555)
+    try:
+        assert cli.main(["--resume", "--epochs", "2", "--no-progress", "--out", str(out)]) == 2
+    finally:
+        out.chmod(0o755)
+    assert "cannot claim the run folder" in capsys.readouterr().err

@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from ..atomic_io import write_bytes_atomic
 

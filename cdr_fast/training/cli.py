@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import math
 import os
@@ -114,8 +113,7 @@ def prepare_run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Di
         if args.resume:
             trainer.load_state_dict(folder.checkpoint())  # every rank reads the same file
         elif dist.is_main:
-            folder.begin(resume=False)
-            folder.write_config(dataclasses.asdict(config))
+            folder.begin(resume=False)  # the Trainer writes config.json, with the run's id, as it starts
     except BaseException:
         folder.release()
         raise

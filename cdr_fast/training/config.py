@@ -131,6 +131,8 @@ class TrainConfig:
         if sorted(self.milestones) != list(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"invalid milestones: {self.milestones!r}; must be increasing positive epochs")
         check_range("val_fraction", self.val_fraction, 0.0, 1.0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"invalid seed: {self.seed!r}; must be an integer >= 0")
         resolve_device(self.device)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -103,6 +104,8 @@ class Trainer:
         self.saved_epoch = 0  # the epoch of the run folder's checkpoint (0: none) ...
         self.saved_step = 0  # ... and the step of the next epoch it holds (0: the epoch's end)
         self.stop_signal: str | None = None  # set by a signal handler: save and stop after this step
+        # Each run has an id, in config.json and in every checkpoint: a checkpoint of another run is refused.
+        self.run_id = (folder.run_id() if folder is not None else None) or uuid.uuid4().hex
         self._generator: torch.Generator | None = None  # the epoch's, once it has begun
         self._elapsed = 0.0  # seconds the epoch had run before a mid-epoch checkpoint
 
@@ -128,6 +131,8 @@ class Trainer:
         """Train the remaining epochs, saving each to the run folder; returns the summary."""
         if self.folder is not None:
             self.folder.make()
+            if not (self.folder.path / "config.json").is_file():
+                self.folder.write_config({**dataclasses.asdict(self.config), "run_id": self.run_id})
         for tensor in self.model.state_dict().values():  # the same seed (or checkpoint) made the
             self.dist.broadcast_(tensor)                  # replicas equal; make sure, as DDP does
         self._notify("on_run_start")
@@ -141,7 +146,7 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch (or the rest of one a mid-epoch checkpoint holds); returns its metrics row."""
-        cfg, d, bs = self.config, self.data, self.config.batch_size
+        d, bs = self.data, self.config.batch_size
         gen = self._epoch_generator()
         order = torch.randperm(d.train_x.shape[0], generator=gen, device=self.device)
         if self._generator is not None:  # resumed mid-epoch: the generator as it was after that step
@@ -245,6 +250,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         state = {
             "format": CHECKPOINT_FORMAT,
+            "run_id": self.run_id,
             "config": dataclasses.asdict(self.config),
             "world_size": self.dist.world_size,
             "epoch": self.epoch,
@@ -268,6 +274,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_compatible(state, self.config, self.dist.world_size)
+        self.run_id = state["run_id"]  # the folder checked it is its own (RunFolder.checkpoint)
         self.model.load_state_dict(state["model"])
         if self.aux is not None:
             self.aux.load_state_dict(state["aux"])

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from ..atomic_io import load_checkpoint, previous, save_checkpoint, write_csv_at
 from ..detection.evidence import EVIDENCE_FILE, Evidence, save_npz_atomic
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = {"format", "run_id", "config", "epoch", "model", "optimizer", "scheduler", "history"}
 LOCK = ".lock"
 
 
@@ -63,27 +66,65 @@ class RunFolder:
     def summary(self) -> dict[str, Any]:
         return json.loads((self.path / "summary.json").read_text())
 
+    def run_id(self) -> str | None:
+        """The id of the run this folder holds, as its ``config.json`` names it (None: none yet)."""
+        try:
+            return json.loads((self.path / "config.json").read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def _verified(self, path: Path) -> dict[str, Any]:
+        """``path``'s state if it is intact (its checksum), a run's checkpoint, and this run's own."""
+        state = load_checkpoint(path)
+        if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
+            raise ValueError(f"{path}: a readable file, but not a cdr-fast run's checkpoint")
+        mine = self.run_id()
+        if mine is not None and state.get("run_id") != mine:
+            raise ValueError(f"{path} belongs to run {state.get('run_id')}, not to {mine}, the run of "
+                             f"{self.path / 'config.json'} (copied from another run folder?)")
+        return state
+
     def checkpoint(self) -> dict[str, Any]:
-        """The saved state, read once and kept. If the checkpoint is corrupt (or missing after a
-        crash between two renames), the previous one is used, and ``notes`` says so."""
+        """The saved state, read once and kept: the checkpoint if it is intact and this run's own,
+        else the previous one (``notes`` says so); a ValueError naming both if neither is."""
         if self._checkpoint is None:
+            prev = previous(self.checkpoint_path)
             try:
-                self._checkpoint = load_checkpoint(self.checkpoint_path)
+                self._checkpoint = self._verified(self.checkpoint_path)
             except ValueError as err:
-                prev = previous(self.checkpoint_path)
                 if not prev.is_file():
                     raise
-                self._checkpoint = load_checkpoint(prev)
+                try:
+                    self._checkpoint = self._verified(prev)
+                except ValueError as prev_err:
+                    raise ValueError(f"no usable checkpoint: {err}; and {prev_err}") from None
                 self.notes.append(f"{err}; resuming from the previous checkpoint, {prev.name} (epoch "
                                   f"{self._checkpoint.get('epoch')})")
         return self._checkpoint
+
+    def remove_stale_files(self) -> None:
+        """Temporary files a killed writer left (``.NAME.tmp-PID``): only the folder's holder writes
+        here, so every one not of this process is stale."""
+        for tmp in self.path.glob(".*.tmp-*"):
+            if tmp.name.rsplit("-", 1)[-1] != str(os.getpid()):
+                try:
+                    if tmp.is_dir():
+                        shutil.rmtree(tmp)
+                    else:
+                        tmp.unlink()
+                except OSError:
+                    pass  # not ours to fight over: it only costs space
 
     def claim(self) -> None:
         """Hold the folder for this process (an advisory lock, released when the process ends, however
         it ends): a second run started into the same folder is refused, even at the same moment."""
         if self._lock is not None:
             return
-        lock = open(self.path / LOCK, "a+")
+        try:
+            lock = open(self.path / LOCK, "a+")
+        except OSError as err:
+            raise ValueError(f"cannot claim the run folder {self.path}: {self.path / LOCK}: {err.strerror} (a read-only "
+                             "folder? its files are untouched)") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,6 +148,7 @@ class RunFolder:
                              "its first epoch ended saved nothing: start it again without --resume)")
         self.make()
         self.claim()  # before looking: of two runs started at the same moment, one gets here
+        self.remove_stale_files()
         found = self.has_saved_state()
         if resume is False and found:
             self.release()
