@@ -25,7 +25,7 @@ from conftest import REPO, SEED_VARIABLE
 TINY_NPZ = REPO / "tests" / "data" / "tiny.npz"
 
 
-def torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -204,7 +204,7 @@ def test_train_py_under_torchrun_is_the_single_process_run(tmp_path):
     two = torchrun(*TINY_RUN, "--epochs", "1", "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run([sys.executable, *TINY_RUN, "--epochs", "1", "--out", str(tmp_path / "one")], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.stdout.count("done:") == 1  # only rank 0 speaks
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
@@ -241,7 +241,7 @@ def test_resume_under_torchrun_is_bit_identical_and_needs_the_same_world_size(tm
     assert all(torch.equal(a["evidence"][k], b["evidence"][k]) for k in ("probs_sum", "margin_sum"))
     # Another world size is refused with one line.
     single = subprocess.run([sys.executable, "train.py", "--resume", "--epochs", "3", "--out", str(tmp_path / "resumed")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
     assert single.returncode == 2
     assert "made by 2 process(es) and this run has 1" in single.stderr
     assert single.stderr.count("\n") == 1
@@ -254,7 +254,7 @@ def test_resume_under_torchrun_is_bit_identical_and_needs_the_same_world_size(tm
      "must be a positive integer"),
 ])
 def test_bad_input_under_torchrun_is_one_message_and_every_rank_exits(tmp_path, args, message):
-    proc = torchrun("train.py", "--epochs", "1", "--out", str(tmp_path / "bad"), *args, timeout=120)
+    proc = torchrun("train.py", "--epochs", "1", "--out", str(tmp_path / "bad"), *args, timeout=600)
     assert proc.returncode != 0
     assert message in proc.stderr
     # One message (not one per rank) and no traceback from our code. (torchrun then reports the
