@@ -65,8 +65,9 @@ def corrupt(path: Path, kind: str, rng: random.Random, foreign: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def trial(source: Path, work: Path, rng: random.Random, foreign: Path) -> tuple[str, bool]:
-    """One corruption of a copy of ``source``; (what was done, whether a damaged state was accepted)."""
+def trial(source: Path, work: Path, rng: random.Random, foreign: Path, expected: dict) -> tuple[str, bool]:
+    """One corruption of a copy of ``source``; (what was done, whether a damaged state was accepted).
+    ``expected``: the intact previous checkpoint, the one state a fall-back may return."""
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(source, work)
     current, prev = work / "checkpoint.pt", previous(work / "checkpoint.pt")
@@ -82,7 +83,6 @@ def trial(source: Path, work: Path, rng: random.Random, foreign: Path) -> tuple[
         assert "\n" not in str(err)
         return kind, False
     # Accepted: fine only if it is the intact previous checkpoint, named in a note.
-    expected = RunFolder(source)._verified(previous(source / "checkpoint.pt"))
     fell_back = bool(folder.notes) and not both and state["epoch"] == expected["epoch"] and all(
         torch.equal(state["model"][k], expected["model"][k]) for k in expected["model"])
     return kind, not fell_back
@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         train(tmp / "run", seed=1)
         train(tmp / "other", seed=2)
+        expected = RunFolder(tmp / "run")._verified(previous(tmp / "run" / "checkpoint.pt"))
         accepted = []
         for _ in range(args.corruptions):
-            kind, bad = trial(tmp / "run", tmp / "work", rng, tmp / "other" / "checkpoint.pt")
+            kind, bad = trial(tmp / "run", tmp / "work", rng, tmp / "other" / "checkpoint.pt", expected)
             if bad:
                 accepted.append(kind)
     print(f"{args.corruptions} corruptions, {len(accepted)} accepted" + (f" ({', '.join(accepted)})" if accepted else ""))

@@ -37,7 +37,7 @@ from .evidence import EVIDENCE_FILE, Evidence
 EMA_WEIGHT = 0.3  # a new epoch's weight in probs_ema: about the last 3 epochs count
 
 
-def _as_index(index, n: int, device: torch.device) -> Tensor:
+def _as_index(index, device: torch.device) -> Tensor:
     return torch.as_tensor(index, device=device).long().reshape(-1)
 
 
@@ -73,7 +73,7 @@ class EvidenceRecorder:
         (batch x classes, without AUX's offsets)."""
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"record: logits must be (batch, {self.num_classes}); got {tuple(logits.shape)}")
-        idx = _as_index(index, self.num_examples, self.device)
+        idx = _as_index(index, self.device)
         if idx.numel() != logits.shape[0]:
             raise ValueError(f"record: {idx.numel()} indices for {logits.shape[0]} rows of logits")
         self.epoch_probs[idx] = torch.softmax(logits.detach().float(), 1).to(self.device)
@@ -83,11 +83,10 @@ class EvidenceRecorder:
         """Fold this epoch's recorded rows into the readings, and start the next epoch."""
         seen = self.epoch_seen
         p = self.epoch_probs
-        first = seen & (self.visits == 0)
-        again = seen & (self.visits > 0)
         self.probs_sum += p  # zero rows where unseen
-        self.probs_ema[first] = p[first]
-        self.probs_ema[again] = self.probs_ema[again] * (1 - EMA_WEIGHT) + p[again] * EMA_WEIGHT
+        # a first visit starts the average; later ones move it; unseen rows keep theirs (no host sync)
+        moved = torch.where((self.visits > 0)[:, None], self.probs_ema * (1 - EMA_WEIGHT) + p * EMA_WEIGHT, p)
+        self.probs_ema = torch.where(seen[:, None], moved, self.probs_ema)
         if self.labels is not None:
             self.margin_sum += torch.where(seen, _margin(p.double(), self.labels), 0.0)
         self.visits += seen.long()

@@ -49,10 +49,8 @@ class DetectionLog(Observer):
         if not self.judged(run):
             return
         k = self.keeper
-        probs = k.epoch_probs
-        e = k.recorder.evidence(k.given, probs=probs, aux_offsets=k.offsets(run))
-        clean = run.data.whole(run.data.train_clean, run.data.val_clean).cpu().numpy()
-        self.rows += detection_rows(run_detectors(e), k.given, clean, rate_to_flag(run.flag_rate, probs, k.given),
+        e = k.recorder.evidence(k.given, probs=k.epoch_probs, aux_offsets=k.epoch_offsets)
+        self.rows += detection_rows(run_detectors(e), k.given, k.clean, rate_to_flag(run.flag_rate, e.probs, k.given),
                                     epoch=run.epoch)
         run.folder.write_detection(self.rows)
 

@@ -50,12 +50,14 @@ class EvidenceKeeper(Observer):
         self.data = data
         given = data.whole(data.train_y, data.val_y)
         self.given = given.cpu().numpy()
+        self.clean = data.whole(data.train_clean, data.val_clean).cpu().numpy() if data.train_clean is not None else None
         self.recorder = EvidenceRecorder(data.num_examples, data.num_classes, device, labels=given)
         self.train_rows = data.train_index.to(device)
         self.val_rows = data.val_index.to(device)
         self.keep_epochs = keep_epochs
         self.want_epoch_probs = want_epoch_probs or keep_epochs
-        self.epoch_probs: np.ndarray | None = None  # the last epoch's, where wanted
+        self.epoch_probs: np.ndarray | None = None  # the last epoch's, where wanted ...
+        self.epoch_offsets: np.ndarray | None = None  # ... and AUX's offsets after it
         self.final: Evidence | None = None  # what evidence.npz holds, once written
 
     def on_step_end(self, run, step: Step) -> None:
@@ -72,9 +74,10 @@ class EvidenceKeeper(Observer):
             r.epoch_seen.copy_(run.dist.all_reduce_(seen, "max").bool())
         if self.want_epoch_probs:
             self.epoch_probs = r.epoch_probs.cpu().numpy().copy()  # end_epoch zeroes the buffer
+            self.epoch_offsets = self.offsets(run)
         r.end_epoch()
         if self.keep_epochs and run.folder is not None:
-            run.folder.write_epoch_evidence(run.epoch, self.epoch_probs, self.offsets(run))
+            run.folder.write_epoch_evidence(run.epoch, self.epoch_probs, self.epoch_offsets)
 
     def offsets(self, run) -> np.ndarray | None:
         """AUX's offsets per example (zero rows for the held-out ones, which have no row in the table)."""
@@ -89,12 +92,11 @@ class EvidenceKeeper(Observer):
         d, batch = self.data, run.config.eval_batch_size
         probs = d.whole(eval_probabilities(run.model, d.train_x, batch),
                         eval_probabilities(run.model, d.val_x, batch).reshape(-1, d.num_classes))
-        clean = d.whole(d.train_clean, d.val_clean).cpu().numpy() if d.train_clean is not None else None
         trained = np.zeros(d.num_examples, dtype=bool)
         trained[d.train_index.numpy()] = True
         p = probs.cpu().numpy()
         self.final = self.recorder.evidence(
-            self.given, probs=p, index=np.arange(d.num_examples), clean_labels=clean, aux_offsets=self.offsets(run),
+            self.given, probs=p, index=np.arange(d.num_examples), clean_labels=self.clean, aux_offsets=self.offsets(run),
             trained=trained, class_names=d.class_names, files=d.files,
             flag_rate=rate_to_flag(run.flag_rate, p, self.given))
         run.folder.write_evidence(self.final)

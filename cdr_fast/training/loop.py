@@ -59,6 +59,11 @@ def loss_fn(name: str, logits: Tensor, target: Tensor) -> Tensor:
     return 0.5 * (logits - one_hot).pow(2).sum(1).mean()
 
 
+def _key(observer: Observer) -> str:
+    """An observer's key in a mid-epoch checkpoint's per-rank state."""
+    return observer.name or type(observer).__name__
+
+
 class Trainer:
     """Builds a run from its config and trains it epoch by epoch, saving each epoch to ``folder``
     (None: write nothing, as the benchmarks do)."""
@@ -265,7 +270,7 @@ class Trainer:
 
     def epoch_states(self) -> dict[str, Any]:
         """This rank's share of the epoch in progress: each observer's (a mid-epoch checkpoint)."""
-        return {o.name or type(o).__name__: o.epoch_state() for o in self.observers}
+        return {_key(o): o.epoch_state() for o in self.observers}
 
     def partial_state(self, ranks: list[dict[str, Any]]) -> dict[str, Any]:
         """Where the epoch stands: its step, its generator, its time so far and every rank's ``epoch_states``."""
@@ -293,7 +298,7 @@ class Trainer:
             self._elapsed = partial["elapsed_s"]
             mine = partial["ranks"][self.dist.rank]
             for o in self.observers:
-                o.load_epoch_state(mine[o.name or type(o).__name__])
+                o.load_epoch_state(mine[_key(o)])
 
     def resume(self) -> None:
         """Continue from the folder's checkpoint."""
