@@ -74,6 +74,10 @@ def report(args: argparse.Namespace) -> int:
     except (ValueError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # every report file is written atomically: what stood before still does
+        print(f"error: cannot write the report: {err.filename or args.out} ({err.strerror or err}); the run's own "
+              "files are intact", file=sys.stderr)
+        return 1
     checked = ""
     if found.precision is not None:
         checked = (f"; against the known clean labels: {found.precision:.1%} of them are wrong, and "

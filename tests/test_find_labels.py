@@ -155,3 +155,20 @@ def test_sigterm_during_the_report_is_one_line_and_status_143(tmp_path):
     assert proc.stderr.strip().splitlines() == ["stopped by SIGTERM: the run's folder holds what it had saved; the "
                                                 "same command writes the report again"]
     assert (tmp_path / "run" / "summary.json").is_file() and not (tmp_path / "run" / "wrong_labels.csv").exists()
+
+
+def test_a_failed_report_write_is_one_line_and_status_1(folder_run, capsys, monkeypatch):
+    import errno
+
+    import cdr_fast.wrong_labels.report as report
+
+    def full(path, rows):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    before = (folder_run / "wrong_labels.csv").read_bytes()
+    monkeypatch.setattr(report, "write_csv_atomic", full)
+    assert find_labels.main(["--out", str(folder_run)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: cannot write the report: {folder_run / 'wrong_labels.csv'} (No space left on device); "
+                   "the run's own files are intact\n")
+    assert (folder_run / "wrong_labels.csv").read_bytes() == before  # nothing written before it is lost

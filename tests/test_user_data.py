@@ -76,12 +76,25 @@ def bad_npz(tmp_path, **changes):
     return path
 
 
+def nan_images(*bad: int, size: int = 300) -> np.ndarray:
+    """float images with a NaN (first) or an infinity (the others) in the images ``bad``."""
+    images = np.random.default_rng(0).random((size, 28, 28), dtype=np.float32)
+    for k, i in enumerate(bad):
+        images[i, 3, 4] = np.nan if k == 0 else np.inf
+    return images
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda tmp: bad_npz(tmp, train_labels=None), "missing array(s) train_labels"),
     (lambda tmp: bad_npz(tmp, train_labels=np.full(300, -1)), "[train_labels]: label -1 is negative"),
     (lambda tmp: bad_npz(tmp, test_labels=np.zeros(99, dtype=np.int64)), "[test_labels]: 99 labels for 100 images"),
     (lambda tmp: bad_npz(tmp, train_images=np.zeros((300, 5), dtype=np.uint8)), "[train_images]: images must be"),
-    (lambda tmp: (tmp / "x.npz").write_bytes(b"not a zip") and tmp / "x.npz", "cannot be read as npz"),
+    (lambda tmp: (tmp / "x.npz").write_bytes(b"not a zip") and tmp / "x.npz", "not an npz file (not a zip archive)"),
+    (lambda tmp: np.save(tmp / "x.npy", np.zeros(3)) or tmp / "x.npy", "not an npz file (a single .npy array)"),
+    (lambda tmp: (tmp / "t.npz").write_bytes(b"PK\x03\x04 truncated") and tmp / "t.npz", "cannot be read as npz"),
+    (lambda tmp: bad_npz(tmp, train_images=nan_images(1, 7)), "[train_images]: 2 of 300 images hold NaN or infinite "
+                                                                "values (the first: image 1)"),
+    (lambda tmp: bad_npz(tmp, test_images=nan_images(0, 0, size=100)), "[test_images]: 1 of 100 images hold NaN"),
     # a label out of range is a mistake, not a class: one 12 among 0..9
     (lambda tmp: bad_npz(tmp, train_labels=np.where(np.arange(300) == 5, 12, np.arange(300) % 10)),
      "[train_labels]: class(es) [10, 11] never occur"),
@@ -172,3 +185,13 @@ def test_noise_added_to_your_labels_is_measured_against_them(tmp_path):
 
     row = next(csv.DictReader(open(out / "metrics.csv")))
     assert 0 <= float(row["train_acc_clean"]) <= 100  # measured, not n/a
+
+
+def test_a_class_with_a_single_example_is_named_in_a_warning(tmp_path, capsys):
+    labels = np.arange(300) % 10
+    labels[0] = 10  # one example of an eleventh class
+    path = bad_npz(tmp_path, train_labels=labels, num_classes=np.array(11))
+    assert cli.main(["--dataset", "npz", "--data-dir", str(path), "--method", "sgd", "--epochs", "1", "--batch-size",
+                     "64", "--no-progress", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 1 class(es) have fewer than 2 training examples after the validation split: '10' (" in out

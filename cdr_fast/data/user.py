@@ -42,7 +42,13 @@ def _as_nchw(images: np.ndarray, where: str) -> np.ndarray:
         return images.astype(np.float32) / 255.0
     if not np.issubdtype(images.dtype, np.floating):
         raise DatasetError(f"{where}: images must be uint8 or float; got {images.dtype}")
-    return images.astype(np.float32)
+    images = images.astype(np.float32)
+    finite = np.isfinite(images).reshape(len(images), -1).all(1)
+    if not finite.all():  # found now, not as a diverged loss after an epoch
+        bad = np.flatnonzero(~finite)
+        raise DatasetError(f"{where}: {bad.size} of {len(images)} images hold NaN or infinite values (the first: "
+                           f"image {int(bad[0])}); replace or drop them")
+    return images
 
 
 def _normalised(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -94,6 +100,12 @@ def load_npz(path: Path) -> Dataset:
         raise DatasetError(f"{path}: a folder, not an npz file (for an image tree, use --dataset folder)")
     if not path.is_file():
         raise DatasetError(f"{path}: no such npz file")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:2] != b"PK":  # an npz is a zip archive of .npy arrays
+        what = "a single .npy array" if head == b"\x93NUMPY" else "not a zip archive"
+        raise DatasetError(f"{path}: not an npz file ({what}); write one with numpy.savez(path, train_images=..., "
+                           f"train_labels=..., test_images=..., test_labels=...)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

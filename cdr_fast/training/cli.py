@@ -194,7 +194,8 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
         return 1
     except OSError as err:  # no space left, an I/O error: the write was atomic, the last checkpoint stands
         kept = f"the checkpoint of epoch {trainer.saved_epoch} is intact" if trainer.saved_epoch else "no epoch was saved"
-        say(f"error: cannot write to {folder.path} ({err.strerror or err}); stopped, {kept}", file=sys.stderr)
+        say(f"error: cannot write {err.filename or folder.path} ({err.strerror or err}); stopped, {kept}",
+            file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
         if trainer.saved_epoch == 0:

@@ -1,14 +1,16 @@
-"""What a run shows while it trains: a progress bar per epoch on a terminal, one line per epoch
-(and any warning the epoch raises) in the log."""
+"""What a run shows while it trains: a progress bar per epoch on a terminal, one line per epoch in
+the log; at the start a warning for classes too small to learn, and at the end one if CDR masked
+much less than tau said over most of the run."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
-from .advice import masking_warning
+from .advice import masking_warning, small_classes_warning
 from .metrics import format_epoch
 from .observers import Observer
 
@@ -17,7 +19,10 @@ class Progress(Observer):
     def __init__(self, bars: bool) -> None:
         self.bars = bars and sys.stderr.isatty()  # a redirected log gets the epoch lines only
         self._bar: tqdm | None = None
-        self._warned_masking = False  # CDR masking less than tau: said once
+
+    def on_run_start(self, run) -> None:
+        counts = torch.bincount(run.data.train_y.cpu(), minlength=run.data.num_classes).tolist()
+        run.warn(small_classes_warning(counts, run.data.class_names))
 
     def on_epoch_start(self, run) -> None:
         self._bar = tqdm(total=run.steps_per_epoch, initial=run.step, desc=f"epoch {run.epoch + 1}/{run.config.epochs}",
@@ -29,5 +34,6 @@ class Progress(Observer):
     def on_epoch_end(self, run, stats: dict[str, Any]) -> None:
         self._bar.close()
         run.log(format_epoch(stats, run.config.epochs))
-        if not self._warned_masking:
-            self._warned_masking = run.warn(masking_warning(stats["kept_pct"], run.optimizer.param_groups[0]["tau"]))
+
+    def on_run_end(self, run) -> None:
+        run.warn(masking_warning([s["kept_pct"] for s in run.history], run.optimizer.param_groups[0]["tau"]))
