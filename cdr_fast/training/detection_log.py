@@ -45,6 +45,10 @@ class DetectionLog(Observer):
     def judged(run) -> bool:
         return run.folder is not None and run.data.train_clean is not None
 
+    def on_run_start(self, run) -> None:
+        if self.judged(run) and self.rows:  # a resumed run: the file holds exactly the checkpoint's epochs
+            run.folder.write_detection(self.rows)
+
     def on_epoch_end(self, run, stats: dict[str, Any]) -> None:
         if not self.judged(run):
             return
