@@ -21,18 +21,9 @@ Every example is scored, the validation split (--val-fraction) too, by the train
 files say which were trained on. README: "Finding wrong labels".
 """
 
-# From the first moment: a signal during the imports is one line too, never a traceback (the
-# library's handler, cdr_fast.training.signals, takes over once it is loaded).
-import signal
 import sys
 
-
-def _stop_at_once(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-for _signal in (signal.SIGTERM, signal.SIGUSR1):
-    signal.signal(_signal, _stop_at_once)
+import early_signals  # first: a signal while the library loads is one line
 
 try:
     import argparse
@@ -44,9 +35,7 @@ try:
     from cdr_fast.training.flags import INTEGER, NUMBER, HelpFormatter
     from cdr_fast.wrong_labels import FIXES, label_report
 except KeyboardInterrupt as stop:
-    print(f"\n{'stopped by ' + stop.args[0] if stop.args else 'interrupted'} while starting: nothing was written",
-          file=sys.stderr)
-    sys.exit(143 if stop.args else 130)
+    early_signals.exit_while_starting(stop)
 
 
 def own_flags(add_help: bool) -> argparse.ArgumentParser:

@@ -11,25 +11,13 @@ first) and, where the flips are known, detection.csv to --out. find_labels.py ad
 and a cleaned copy of the labels.
 """
 
-# From the first moment: a signal during the imports is one line too, never a traceback (the
-# library's handler, cdr_fast.training.signals, takes over once it is loaded).
-import signal
-import sys
 
-
-def _stop_at_once(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-for _signal in (signal.SIGTERM, signal.SIGUSR1):
-    signal.signal(_signal, _stop_at_once)
+import early_signals  # noqa: F401 - first: a signal while the library loads is one line
 
 try:
     from cdr_fast.training import cli
 except KeyboardInterrupt as stop:
-    print(f"\n{'stopped by ' + stop.args[0] if stop.args else 'interrupted'} while starting: nothing was written",
-          file=sys.stderr)
-    sys.exit(143 if stop.args else 130)
+    early_signals.exit_while_starting(stop)
 
 if __name__ == "__main__":
     cli.exit_process(cli.script_main(__doc__))

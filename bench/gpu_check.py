@@ -280,7 +280,7 @@ def lenet_step_speed(report: dict, scale: str, device) -> None:
     out = {}
     for kind in ("cdr_aux_fused", "torch_sgd"):
         torch.manual_seed(0)
-        model = build_model("lenet", 1, 10, 28).to(device)
+        model = build_model("lenet", 10, (1, 28, 28)).to(device)
         if kind == "torch_sgd":
             aux, opt = None, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
         else:

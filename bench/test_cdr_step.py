@@ -37,11 +37,11 @@ BYTES_PER_PARAM = 20  # read g, w, buf; write w, buf (fp32)
 
 def shapes(size: str) -> list[torch.Size]:
     if size == "lenet_61k":
-        return [p.shape for p in build_model("lenet", 1, 10, 28).parameters()]
+        return [p.shape for p in build_model("lenet", 10, (1, 28, 28)).parameters()]
     if size == "mlp_1m":
         return [torch.Size([1000, 1000]), torch.Size([1000]), torch.Size([10, 1000]), torch.Size([10])]
     model = {"resnet18_11m": "resnet18", "resnet50_23m": "resnet50"}[size]
-    return [p.shape for p in build_model(model, 3, 10, 32).parameters()]
+    return [p.shape for p in build_model(model, 10, (3, 32, 32)).parameters()]
 
 
 SIZES = ["lenet_61k", "mlp_1m", "resnet18_11m", "resnet50_23m"]

@@ -3,6 +3,7 @@
 from .auxiliary import AuxBias
 from .noise import NOISE_TYPES, noisify
 from .optim import CDRSGD
+from .trained import load_model
 
-__all__ = ["CDRSGD", "AuxBias", "noisify", "NOISE_TYPES"]
+__all__ = ["CDRSGD", "AuxBias", "load_model", "noisify", "NOISE_TYPES"]
 __version__ = "0.1.0"

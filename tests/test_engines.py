@@ -97,7 +97,7 @@ def test_approximate_threshold_on_real_resnet_gradients(mnist_mini, fresh_seed):
     """ResNet-18 (11M weights, sampled) after a few steps on digits: both engines keep what the
     exact threshold keeps at a rank within 0.5% of k."""
     torch.manual_seed(fresh_seed)
-    model = build_model("resnet18", 1, 10, 28)
+    model = build_model("resnet18", 10, (1, 28, 28))
     warm = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     batches = list(real_batches(mnist_mini, 4, 32, fresh_seed))
     for x, y, _ in batches[:3]:

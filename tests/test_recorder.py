@@ -110,7 +110,7 @@ def test_a_plain_torch_loop_gives_the_trainers_evidence_bit_for_bit(tmp_path):
     d = trainer.data
 
     torch.manual_seed(config.seed)
-    model = build_model("lenet", 1, 10, 28)
+    model = build_model("lenet", 10, (1, 28, 28))
     opt = CDRSGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                  engine="reference")
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, config.milestones, config.gamma)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..checks import check_choice
 from .base import Dataset, DatasetError
-from .builtin import load_cifar10, load_idx_dataset, load_mnist_mini
+from .builtin import NORMALISATION, load_cifar10, load_idx_dataset, load_mnist_mini
 from .user import load_folder, load_npz
 
 # MNIST's asymmetric map, as the published generator flips: 2 -> 7, 3 -> 8, 5 <-> 6.
@@ -33,27 +33,30 @@ class DatasetSpec:
     """One dataset: how to load it, and what training needs to know of it."""
 
     name: str
-    load: Callable[[str | Path | None], Dataset]  # from --data-dir (None: the loader's default places)
+    load: Callable[[str | Path | None, int | None], Dataset]  # from --data-dir (None: the loader's default
+    # places) and --image-size (None: as they are; a loader that cannot resize while decoding ignores it)
     user_data: bool = False  # your own data: labels taken as given, possibly noisy, no noise added by default
     augment: bool = False  # random crop and flip in training
     # asymmetric noise: each source class keeps 1 - r of its examples and sends r to its target
     asymmetric_map: dict[int, int] | None = field(default=None, hash=False)
 
 
-def _user(load: Callable[[Path], Dataset], what: str) -> Callable[[str | Path | None], Dataset]:
-    def load_user(data_dir: str | Path | None) -> Dataset:
+def _user(load: Callable[[Path, int | None], Dataset], what: str) -> Callable[[str | Path | None, int | None],
+                                                                                Dataset]:
+    def load_user(data_dir: str | Path | None, image_size: int | None) -> Dataset:
         if data_dir is None:
             raise DatasetError(f"this dataset needs --data-dir: {what}")
-        return load(Path(data_dir))
+        return load(Path(data_dir), image_size)
     return load_user
 
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec("mnist-mini", lambda data_dir: load_mnist_mini(), asymmetric_map=MNIST_ASYMMETRIC),
-    DatasetSpec("mnist", lambda data_dir: load_idx_dataset("mnist", data_dir), asymmetric_map=MNIST_ASYMMETRIC),
-    DatasetSpec("fashion-mnist", lambda data_dir: load_idx_dataset("fashion-mnist", data_dir),
+    DatasetSpec("mnist-mini", lambda data_dir, size: load_mnist_mini(), asymmetric_map=MNIST_ASYMMETRIC),
+    DatasetSpec("mnist", lambda data_dir, size: load_idx_dataset("mnist", data_dir), asymmetric_map=MNIST_ASYMMETRIC),
+    DatasetSpec("fashion-mnist", lambda data_dir, size: load_idx_dataset("fashion-mnist", data_dir),
                 asymmetric_map={0: 6, 2: 4, 5: 7, 7: 5}),
-    DatasetSpec("cifar10", load_cifar10, augment=True, asymmetric_map={9: 1, 2: 0, 3: 5, 5: 3, 4: 7}),
+    DatasetSpec("cifar10", lambda data_dir, size: load_cifar10(data_dir), augment=True,
+                asymmetric_map={9: 1, 2: 0, 3: 5, 5: 3, 4: 7}),
     DatasetSpec("folder", _user(load_folder, "the folder holding train/ and test/"), user_data=True),
     DatasetSpec("npz", _user(load_npz, "the npz file"), user_data=True),
 )}
@@ -64,14 +67,28 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[check_choice("dataset", name, DATASETS)]
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int | None = None) -> Dataset:
     """Load a dataset by name (see ``DATASETS``) as CPU tensors, from ``data_dir`` (nothing is
-    downloaded: point ``data_dir`` at torchvision's files if you have them)."""
+    downloaded: point ``data_dir`` at torchvision's files if you have them), its images resized to
+    ``image_size`` x ``image_size`` if given (bilinear, channels kept)."""
     spec = dataset_spec(name)
-    data = spec.load(data_dir)
+    data = spec.load(data_dir, image_size)
+    if image_size is not None and data.train_images.dim() == 4:
+        data.train_images, data.test_images = (resized(x, image_size) for x in (data.train_images, data.test_images))
+    if data.normalisation is None and name in NORMALISATION:
+        mean, std = NORMALISATION[name]
+        data.normalisation = (list(mean), list(std))
     if not spec.user_data and data.train_clean_labels is None:
         data.train_clean_labels = data.train_labels  # the built-in sets' labels are the clean ones
     return data
+
+
+def resized(images: Tensor, size: int) -> Tensor:
+    """(n, C, H, W) images as (n, C, size, size), bilinear; unchanged if they already are."""
+    if images.shape[-2:] == (size, size) or images.shape[0] == 0:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=True)
 
 
 def validation_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:

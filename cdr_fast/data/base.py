@@ -24,3 +24,5 @@ class Dataset:
     train_clean_labels: Tensor | None = None
     class_names: list[str] | None = None  # None: the classes are their numbers
     train_files: list[str] | None = None  # a folder dataset's image files, relative to its folder
+    # (mean, std) per channel (images, on the [0, 1] scale) or per feature: x_stored = (x - mean) / std
+    normalisation: tuple[list[float], list[float]] | None = None

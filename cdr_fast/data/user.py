@@ -7,8 +7,10 @@
                                        test_labels, and optionally train_clean_labels and
                                        num_classes (a scalar declaring the classes)
 
-Images: (n, H, W), (n, H, W, C) or (n, C, H, W) arrays of uint8 (0-255) or floats (0-1); image
-files are decoded once, with Pillow, at load time. Everything is normalised per channel with the
+Images: (n, H, W), (n, H, W, C) or (n, C, H, W) arrays of uint8 (0-255) or floats (0-1), any
+channel count; feature vectors: (n, d) arrays (embeddings from a pretrained network, say). Image
+files are decoded once, with Pillow, at load time, resized to ``image_size`` if given (a folder of
+photos of mixed sizes needs it). Everything is normalised per channel (or per feature) with the
 training set's mean and standard deviation and then lives on the device like the built-in sets.
 
 The labels are taken as they are, noisy or not; synthetic noise is added only if asked for.
@@ -30,17 +32,18 @@ NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
-def _as_nchw(images: np.ndarray, where: str) -> np.ndarray:
+def _as_examples(images: np.ndarray, where: str) -> np.ndarray:
+    """(n, C, H, W) float32 images, or (n, d) float32 feature vectors."""
     if images.ndim == 3:
         images = images[:, None]
-    elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-        images = images.transpose(0, 3, 1, 2)
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise DatasetError(f"{where}: images must be (n, H, W), (n, H, W, C) or (n, C, H, W) with C 1 or 3; "
-                           f"got shape {images.shape}")
-    if images.dtype == np.uint8:
+    elif images.ndim == 4 and images.shape[-1] in (1, 3, 4) and images.shape[1] > 4:
+        images = images.transpose(0, 3, 1, 2)  # channels last, as image libraries store them
+    if images.ndim not in (2, 4):
+        raise DatasetError(f"{where}: images must be (n, H, W), (n, H, W, C) or (n, C, H, W), or feature vectors "
+                           f"(n, d); got shape {images.shape}")
+    if images.dtype == np.uint8 and images.ndim == 4:
         return images.astype(np.float32) / 255.0
-    if not np.issubdtype(images.dtype, np.floating):
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
         raise DatasetError(f"{where}: images must be uint8 or float; got {images.dtype}")
     images = images.astype(np.float32)
     finite = np.isfinite(images).reshape(len(images), -1).all(1)
@@ -51,10 +54,14 @@ def _as_nchw(images: np.ndarray, where: str) -> np.ndarray:
     return images
 
 
-def _normalised(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor]:
-    mean = train.mean(axis=(0, 2, 3), keepdims=True)
-    std = train.std(axis=(0, 2, 3), keepdims=True) + 1e-8
-    return torch.from_numpy((train - mean) / std), torch.from_numpy((test - mean) / std)
+def _normalised(train: np.ndarray, test: np.ndarray) -> tuple[Tensor, Tensor, tuple[list[float], list[float]]]:
+    """Both splits standardised with the training set's mean and deviation, per channel (images) or
+    per feature (vectors), and those (mean, std)."""
+    axes = (0, *range(2, train.ndim))
+    mean = train.mean(axis=axes, keepdims=True)
+    std = train.std(axis=axes, keepdims=True) + 1e-8
+    stats = (mean.reshape(-1).tolist(), std.reshape(-1).tolist())
+    return torch.from_numpy((train - mean) / std), torch.from_numpy((test - mean) / std), stats
 
 
 def _labels(values: np.ndarray, where: str, n: int) -> np.ndarray:
@@ -95,7 +102,8 @@ def _class_count(arrays: dict[str, np.ndarray], path: Path, train_y: np.ndarray,
     return count
 
 
-def load_npz(path: Path) -> Dataset:
+def load_npz(path: Path, image_size: int | None = None) -> Dataset:
+    """An npz dataset (its images resized afterwards by ``load_dataset`` if ``image_size`` is given)."""
     if path.is_dir():
         raise DatasetError(f"{path}: a folder, not an npz file (for an image tree, use --dataset folder)")
     if not path.is_file():
@@ -115,8 +123,8 @@ def load_npz(path: Path) -> Dataset:
     if missing:
         raise DatasetError(f"{path}: missing array(s) {', '.join(missing)}; an npz dataset holds {', '.join(NPZ_KEYS)} "
                            "and optionally train_clean_labels")
-    train_x = _as_nchw(arrays["train_images"], f"{path}[train_images]")
-    test_x = _as_nchw(arrays["test_images"], f"{path}[test_images]")
+    train_x = _as_examples(arrays["train_images"], f"{path}[train_images]")
+    test_x = _as_examples(arrays["test_images"], f"{path}[test_images]")
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DatasetError(f"{path}: train_images are {train_x.shape[1:]} but test_images {test_x.shape[1:]}")
     train_y = _labels(arrays["train_labels"], f"{path}[train_labels]", len(train_x))
@@ -127,12 +135,12 @@ def load_npz(path: Path) -> Dataset:
     num_classes = _class_count(arrays, path, train_y, test_y, clean)
     if len(train_x) == 0:
         raise DatasetError(f"{path}[train_images]: no training images")
-    train_t, test_t = _normalised(train_x, test_x)
+    train_t, test_t, stats = _normalised(train_x, test_x)
     return Dataset("npz", train_t, torch.from_numpy(train_y), test_t, torch.from_numpy(test_y), num_classes,
-                   torch.from_numpy(clean) if clean is not None else None)
+                   torch.from_numpy(clean) if clean is not None else None, normalisation=stats)
 
 
-def _read_split(folder: Path, classes: list[str] | None
+def _read_split(folder: Path, classes: list[str] | None, image_size: int | None = None
                 ) -> tuple[list[np.ndarray], list[int], list[str], list[str]]:
     from PIL import Image, UnidentifiedImageError
 
@@ -156,33 +164,37 @@ def _read_split(folder: Path, classes: list[str] | None
             try:
                 with Image.open(file) as img:
                     mode = mode or ("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-                    array = np.asarray(img.convert(mode))
+                    img = img.convert(mode)
+                    if image_size is not None and img.size != (image_size, image_size):
+                        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                    array = np.asarray(img)
             except (UnidentifiedImageError, OSError) as err:
                 raise DatasetError(f"{file}: not a readable image ({err})") from None
             if size is None:
                 size = array.shape
             elif array.shape != size:
-                raise DatasetError(f"{file}: image of shape {array.shape}, but the others are {size}")
+                raise DatasetError(f"{file}: image of shape {array.shape}, but the others are {size}; pass "
+                                   "--image-size N to resize every image to N x N")
             images.append(array)
             labels.append(label)
             names.append(f"{folder.name}/{name}/{file.name}")
     return images, labels, classes, names
 
 
-def load_folder(root: Path) -> Dataset:
+def load_folder(root: Path, image_size: int | None = None) -> Dataset:
     if root.is_file():
         raise DatasetError(f"{root}: a file, not a folder of train/<class>/ and test/<class>/ images"
                            + (" (for an npz file, use --dataset npz)" if root.suffix == ".npz" else ""))
     if not root.is_dir():
         raise DatasetError(f"{root}: no such folder")
-    train_images, train_labels, classes, train_files = _read_split(root / "train", None)
-    test_images, test_labels, _, _ = _read_split(root / "test", classes)
+    train_images, train_labels, classes, train_files = _read_split(root / "train", None, image_size)
+    test_images, test_labels, _, _ = _read_split(root / "test", classes, image_size)
     if not test_images:
         raise DatasetError(f"{root / 'test'}: no test images")
-    train_x = _as_nchw(np.stack(train_images), str(root / "train"))
-    test_x = _as_nchw(np.stack(test_images), str(root / "test"))
+    train_x = _as_examples(np.stack(train_images), str(root / "train"))
+    test_x = _as_examples(np.stack(test_images), str(root / "test"))
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DatasetError(f"{root}: train images are {train_x.shape[1:]} but test images {test_x.shape[1:]}")
-    train_t, test_t = _normalised(train_x, test_x)
+    train_t, test_t, stats = _normalised(train_x, test_x)
     return Dataset("folder", train_t, torch.tensor(train_labels), test_t, torch.tensor(test_labels), len(classes),
-                   class_names=classes, train_files=train_files)
+                   class_names=classes, train_files=train_files, normalisation=stats)

@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from .. import launch
 from ..data import DatasetError, dataset_spec
 from ..distributed import Distributed
 from . import signals
 from .config import TrainConfig, resolve_device
-from .flags import FLAGS, HelpFormatter, add_config_flags
+from .flags import FLAGS, INTEGER, HelpFormatter, add_config_flags
 from .loop import Trainer, TrainingDiverged
 from .run_folder import RunFolder
 from .signals import STOPPED_STATUS, stop_word
@@ -46,6 +48,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="continue the run in --out if it has a checkpoint, else start it: one command line for a "
                         "job that a scheduler may requeue, or for torchrun --max-restarts")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    p.add_argument("--threads", type=INTEGER, default=None, metavar="N",
+                   help="CPU threads for torch (default: torch's own choice); recorded in config.json, since a run "
+                        "is bit-reproducible only at one thread count")
     p.add_argument("--checkpoint-every", type=checkpoint_interval, default=(0, 0.0), metavar="STEPS|MINUTESm",
                    help="also save a checkpoint every STEPS steps, or every MINUTES minutes (10m), within an epoch "
                         "(0: at each epoch's end only); a resume continues from it exactly")
@@ -130,8 +135,12 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
             parser.error(f"{'--resume' if args.resume else '--auto-resume'} needs --out DIR, the folder of the run")
         if args.auto_resume and not args.resume:
             args.resume = RunFolder(args.out).has_saved_state()
+        if args.threads is not None and args.threads < 1:
+            parser.error(f"argument --threads: {args.threads} must be a positive integer")
     defaults = parser.parse_args([])
     say = print if main_rank else (lambda *a, **k: None)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         dist = launch.join(use_cuda=resolve_device(args.device).type == "cuda")
     except ValueError as err:
@@ -171,6 +180,10 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
     for note in folder.notes:
         say(f"warning: {note}", file=sys.stderr)
     if args.resume:
+        started = folder.settings().get("threads")
+        if started is not None and started != torch.get_num_threads():
+            say(f"warning: this run started at {started} thread(s) and continues at {torch.get_num_threads()}: it "
+                f"will not continue bit-identically (pass --threads {started} for that)", file=sys.stderr)
         step = f", step {trainer.saved_step} of epoch {trainer.epoch + 1}" if trainer.saved_step else ""
         say(f"resuming {folder.path} after epoch {trainer.epoch}/{config.epochs}{step}")
     processes = f", {dist.world_size} processes" if dist.enabled else ""

@@ -9,7 +9,7 @@ import torch
 from ..checks import check_choice, check_positive_int, check_range
 from ..data import DATASETS
 from ..engines import check_engine
-from ..models import MODELS
+from ..models import check_model
 from ..noise import NOISE_TYPES
 
 
@@ -49,7 +49,9 @@ class TrainConfig:
     tau_warmup_steps: int = 1500  # with tau "auto": plain-SGD steps before the estimate (docs/design.md)
     dataset: str = "mnist-mini"
     data_dir: str | None = None
-    model: str = "lenet"
+    model: str | None = None  # a MODELS name or package.module:function; None: chosen by the data's shape
+    weights: str | None = None  # start from this state dict or cdr-fast checkpoint (models.load_weights)
+    image_size: int | None = None  # resize every image to image_size x image_size (None: as they are)
     epochs: int = 40
     batch_size: int = 32
     lr: float = 0.01
@@ -107,10 +109,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise a ValueError naming the first bad value and the valid choices."""
-        for name, valid in dict(method=METHODS, noise_type=NOISE_TYPES, dataset=DATASETS, model=MODELS,
+        for name, valid in dict(method=METHODS, noise_type=NOISE_TYPES, dataset=DATASETS,
                                 loss=LOSSES).items():
             check_choice(name.replace("_", " "), getattr(self, name), valid)
         check_engine(self.engine)
+        if self.model is not None:
+            check_model(self.model)
+        if self.image_size is not None:
+            check_positive_int("image_size", self.image_size)
         check_range("noise rate", self.noise_rate, 0.0, 1.0)
         if self.noise_type == "none" and self.noise_rate != 0:
             raise ValueError(f"noise type 'none' takes noise rate 0; got {self.noise_rate}")

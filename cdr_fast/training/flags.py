@@ -65,7 +65,14 @@ FLAGS: dict[str, dict[str, Any]] = {
                     "own data (see README)"),
     "data_dir": dict(help="the dataset's files: a folder (torchvision or raw IDX layout; train/ and test/ class "
                      "folders for --dataset folder), or the .npz file for --dataset npz" + DERIVED),
-    "model": dict(choices=MODELS, help="network"),
+    "model": dict(help="network: " + "; ".join(f"{m.name} ({m.data})" for m in MODELS.values())
+                  + "; or package.module:function, your own factory, called with the number of classes and one "
+                  "example's shape (default: lenet for 28x28 images, resnet18 for other images, mlp for feature "
+                  "vectors)" + DERIVED),
+    "weights": dict(help="start from this file: a state dict (torch.save(model.state_dict())) or a cdr-fast "
+                    "checkpoint; a classifier head of another class count is made anew" + DERIVED),
+    "image_size": dict(type=INTEGER, help="resize every image to N x N pixels, channels kept (needed for a folder "
+                       "of photos of mixed sizes)" + DERIVED),
     "epochs": dict(type=INTEGER, help="epochs to train"),
     "batch_size": dict(type=INTEGER, help="examples per step"),
     "lr": dict(type=NUMBER, help="learning rate"),

@@ -32,7 +32,7 @@ from ..data import dataset_spec, random_crop_flip
 from ..distributed import SINGLE, Distributed
 from ..engines import resolve_engine
 from ..estimate import NoiseEstimate
-from ..models import build_model
+from ..models import build_model, default_model, load_weights
 from ..optim import CDRSGD
 from .checkpoint import CHECKPOINT_FORMAT, Checkpoints, check_compatible
 from .config import TrainConfig, resolve_device
@@ -87,8 +87,10 @@ class Trainer:
         if config.batch_size > n_train:
             raise ValueError(f"batch size {config.batch_size} is larger than the training set ({n_train} examples after "
                              f"the validation split): an epoch would be one step; use at most {n_train}")
+        # the model the config names, or the one for the data's shape (MODELS)
+        self.model_name = config.model or default_model(self.input_shape)
         torch.manual_seed(config.seed)
-        self.model = self.new_model()
+        self.model = self.new_model(announce=True)
         groups: list[dict[str, Any]] = [{"params": list(self.model.parameters())}]
         self.aux: AuxBias | None = None
         if config.method_spec.aux:
@@ -126,9 +128,24 @@ class Trainer:
         self.observers: list[Observer] = [self.tau, self.metrics, self.evidence, self.detection, self.progress,
                                           self.checkpoints]
 
-    def new_model(self) -> nn.Module:
-        shape = self.data.train_x.shape
-        return build_model(self.config.model, shape[1], self.data.num_classes, shape[-1]).to(self.device)
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: (C, H, W) for images, (d,) for feature vectors."""
+        return tuple(self.data.train_x.shape[1:])
+
+    def new_model(self, announce: bool = False) -> nn.Module:
+        """The run's model, freshly initialised (or from ``config.weights``); ``announce``: say so."""
+        model = build_model(self.model_name, self.data.num_classes, self.input_shape)
+        if self.config.weights is not None:
+            load_weights(model, self.config.weights, self.log if announce else (lambda line: None))
+        return model.to(self.device)
+
+    def run_description(self) -> dict[str, Any]:
+        """What ``config.json`` records besides the settings: what a later reader (``load_model``,
+        ``predict.py``) needs to rebuild the model and name its outputs."""
+        return {"run_id": self.run_id, "model_built": self.model_name, "input_shape": list(self.input_shape),
+                "num_classes": self.data.num_classes, "class_names": self.data.class_names,
+                "normalisation": self.data.normalisation, "threads": torch.get_num_threads()}
 
     # ---------------------------------------------------------------- the loop
 
@@ -137,7 +154,7 @@ class Trainer:
         if self.folder is not None:
             self.folder.make()
             if not (self.folder.path / "config.json").is_file():
-                self.folder.write_config({**dataclasses.asdict(self.config), "run_id": self.run_id})
+                self.folder.write_config({**dataclasses.asdict(self.config), **self.run_description()})
         for tensor in self.model.state_dict().values():  # the same seed (or checkpoint) made the
             self.dist.broadcast_(tensor)                  # replicas equal; make sure, as DDP does
         self._notify("on_run_start")
@@ -308,4 +325,5 @@ class Trainer:
         return run_summary(self.config, self.history, self.data, detection=self.detection.rows + self.detection.final_rows,
                            aux=self.aux, tau=self.optimizer.param_groups[0]["tau"],
                            estimated_rate=self.noise_estimate.rate if self.noise_estimate is not None else None,
-                           engine=self.engine.name, device=str(self.device), world_size=self.dist.world_size)
+                           engine=self.engine.name, device=str(self.device), world_size=self.dist.world_size,
+                           model=self.model_name)

@@ -66,12 +66,17 @@ class RunFolder:
     def summary(self) -> dict[str, Any]:
         return json.loads((self.path / "summary.json").read_text())
 
+    def settings(self) -> dict[str, Any]:
+        """What ``config.json`` says (empty: nothing readable yet)."""
+        try:
+            settings = json.loads((self.path / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return settings if isinstance(settings, dict) else {}
+
     def run_id(self) -> str | None:
         """The id of the run this folder holds, as its ``config.json`` names it (None: none yet)."""
-        try:
-            return json.loads((self.path / "config.json").read_text()).get("run_id")
-        except (OSError, ValueError, AttributeError):
-            return None
+        return self.settings().get("run_id")
 
     def _verified(self, path: Path) -> dict[str, Any]:
         """``path``'s state if it is intact (its checksum), a run's checkpoint, and this run's own."""

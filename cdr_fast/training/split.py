@@ -31,6 +31,7 @@ class NoisySplit:
     num_classes: int
     class_names: list[str] | None = None  # as the dataset names its classes (None: their numbers)
     files: list[str] | None = None  # a folder dataset: each training-set example's file, by dataset index
+    normalisation: tuple[list[float], list[float]] | None = None  # the dataset's (mean, std): data.base
 
     @property
     def num_examples(self) -> int:
@@ -56,7 +57,7 @@ def noisy_labels(config: TrainConfig, data: Dataset) -> Tensor:
 
 
 def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
-    data = load_dataset(config.dataset, config.data_dir)
+    data = load_dataset(config.dataset, config.data_dir, config.image_size)
     y = noisy_labels(config, data)
     clean = data.train_clean_labels
     if clean is None and config.noise_type != "none":  # your labels, noise added: they are what it flipped
@@ -71,4 +72,5 @@ def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
         test_x=data.test_images.to(device), test_y=data.test_labels.to(device),
         realised_rate=(y != clean).double().mean().item() if clean is not None else float("nan"),
         num_classes=data.num_classes, class_names=data.class_names, files=data.train_files,
+        normalisation=data.normalisation,
     )

@@ -25,7 +25,8 @@ def detection_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def run_summary(config: TrainConfig, history: list[dict[str, Any]], data: NoisySplit, *,
                 detection: list[dict[str, Any]] | None, aux: AuxBias | None, tau: float,
-                estimated_rate: float | None, engine: str, device: str, world_size: int) -> dict[str, Any]:
+                estimated_rate: float | None, engine: str, device: str, world_size: int,
+                model: str | None = None) -> dict[str, Any]:
     """The run's summary.json: test accuracy at the best validation epoch and at the last, and
     what the run was."""
     validated = data.val_x.shape[0] > 0
@@ -39,7 +40,7 @@ def run_summary(config: TrainConfig, history: list[dict[str, Any]], data: NoisyS
         "tau": tau,
         "estimated_noise_rate": estimated_rate,
         "dataset": config.dataset,
-        "model": config.model,
+        "model": model or config.model,  # the model built (config.model None: chosen by the data)
         "epochs": config.epochs,
         "seed": config.seed,
         "engine": engine,

@@ -4,7 +4,7 @@
                        rank, index in the dataset's training set, file (a folder dataset), split
                        (trained on, or held out), given and suggested label and class name,
                        score, and the clean label where known
-    wrong_labels.png   the top suspects' images, captioned given -> suggested
+    wrong_labels.png   the top suspects' images, captioned given -> suggested (images only)
     cleaned/ | cleaned.npz | cleaned_labels.npz   the cleaned labels in the input's format
                        (``fix``)
 
@@ -78,16 +78,18 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
         if e.clean_label is not None:
             row["clean_label"] = int(e.clean_label[i])
         rows.append(row)
-    files = [run_dir / "wrong_labels.csv", run_dir / "wrong_labels.png"]
+    files = [run_dir / "wrong_labels.csv"]
     write_csv_atomic(files[0], rows)
 
     dataset, data_dir = settings["dataset"], settings.get("data_dir")
     shown = order[:top_images]
-    captions = [f"#{k + 1} {e.class_name(int(e.given_label[i]))} → {e.class_name(int(ranking.suggested[i]))}"
-                for k, i in enumerate(shown)]
-    suspects_figure(example_images(dataset, data_dir, e.index[shown], e.files), captions, files[1],
-                    f"{len(shown)} most suspect of {ranking.count} flagged ({dataset}, {e.given_label.size} "
-                    "examples scored): given → suggested")
+    images = example_images(dataset, data_dir, e.index[shown], e.files)
+    if images.dim() == 4:  # feature vectors have no picture
+        files.append(run_dir / "wrong_labels.png")
+        captions = [f"#{k + 1} {e.class_name(int(e.given_label[i]))} → {e.class_name(int(ranking.suggested[i]))}"
+                    for k, i in enumerate(shown)]
+        suspects_figure(images, captions, files[-1], f"{len(shown)} most suspect of {ranking.count} flagged "
+                        f"({dataset}, {e.given_label.size} examples scored): given → suggested")
 
     # The evidence covers the dataset's whole training set in its order: its labels are the given ones.
     labels, keep = cleaned_labels(e.given_label, e.index, ranking.flagged, ranking.suggested, fix)
