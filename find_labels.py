@@ -15,8 +15,9 @@ Writes, besides the run's own files (train.py --help):
     cleaned_labels.npz (a built-in dataset) labels and keep, over its training set
 Ready to train on: python train.py --dataset folder --data-dir runs/photos/cleaned ...
 
-How many are flagged: n times the estimated noise rate (--tau auto's estimate, the share synthetic
-noise flipped, or else confident learning's estimate from the run's evidence), or --flag RATE.
+How many are flagged: n times the noise rate estimated from the run's evidence (confident
+learning's calibrated joint on the mean reading: cdr_fast/detection/count.py; never --tau), or
+--flag RATE. wrong_labels.csv's action column says what the cleaned copy did with each.
 Every example is scored, the validation split (--val-fraction) too, by the trained network; the
 files say which were trained on. README: "Finding wrong labels".
 """
@@ -46,7 +47,9 @@ def own_flags(add_help: bool) -> argparse.ArgumentParser:
                    help="the run folder: trained into, unless it holds a finished run")
     p.add_argument("--top-images", type=INTEGER, default=48, help="suspects shown in wrong_labels.png")
     p.add_argument("--fix", choices=FIXES, default="relabel",
-                   help="the cleaned copy: relabel each flagged example with its suggestion, or drop it")
+                   help="the cleaned copy: relabel a flagged example where the evidence is sure of its suggestion "
+                        "(the most probable class, above 1/2, in the mean and the recent reading) and keep the rest "
+                        "for review; or drop every flagged example")
     p.add_argument("--flag", type=NUMBER, default=None, metavar="RATE",
                    help="flag this share of the scored examples (default: the run's estimated noise rate)")
     p.add_argument("--detector", choices=tuple(DETECTORS), default=BEST, help="the detector that ranks the suspects")
@@ -71,8 +74,11 @@ def report(args: argparse.Namespace) -> int:
     if found.precision is not None:
         checked = (f"; against the known clean labels: {found.precision:.1%} of them are wrong, and "
                    f"{found.correction_accuracy:.1%} of those get the right suggestion")
-    share = "asked for" if args.flag is not None else "the estimated noise rate"
-    print(f"{found.flagged} suspects among {found.scored} examples ({found.rate:.1%}, {share}){checked}")
+    share = "asked for" if args.flag is not None else "the noise rate estimated from the evidence"
+    fixed = ("; the cleaned copy drops them" if args.fix == "drop" else
+             f"; the cleaned copy relabels the {found.relabelled} the evidence is sure of and keeps "
+             f"{found.flagged - found.relabelled} for review")
+    print(f"{found.flagged} suspects among {found.scored} examples ({found.rate:.1%}, {share}){checked}{fixed}")
     for path in found.files:
         print(f"  {path}")
     return 0

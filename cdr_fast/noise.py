@@ -24,6 +24,7 @@ class NoiseType:
 
     name: str
     needs_features: bool = False  # drawn per example from its inputs (no fixed transition matrix)
+    seeded_matrix: bool = False  # its transition matrix is itself drawn from the seed
 
 
 # The registry, in the seed report's block order (the tables follow it). Adding a noise type is one
@@ -33,6 +34,8 @@ NOISE: dict[str, NoiseType] = {n.name: n for n in (
     NoiseType("asymmetric"),  # along the dataset's class map (cdr_fast.data.DatasetSpec)
     NoiseType("pairflip"),
     NoiseType("symmetric"),
+    NoiseType("random_matrix", seeded_matrix=True),  # each class flips to 2 or 3 random others, unevenly
+    NoiseType("class_dependent", seeded_matrix=True),  # half the classes clean, the others twice as noisy
     NoiseType("none"),
 )}
 NOISE_TYPES = tuple(NOISE)
@@ -57,10 +60,14 @@ def check_rate(rate: float, name: str = "noise rate") -> float:
 
 
 def transition_matrix(noise_type: str, rate: float, num_classes: int, dataset: str | None = None,
-                      class_map: dict[int, int] | None = None) -> Tensor:
+                      class_map: dict[int, int] | None = None, seed: int = 0) -> Tensor:
     """The noise's transition matrix T (rows: clean class, columns: noisy class), float64.
 
     Asymmetric noise follows ``class_map`` (source -> target), else the map of ``dataset``.
+    ``random_matrix``: each class keeps 1 - rate and sends rate to 2 or 3 other classes drawn from
+    ``seed``, in proportions drawn from a flat Dirichlet. ``class_dependent``: half the classes
+    (drawn from ``seed``) stay clean; the others flip at 2 rate (at most 0.95), evenly to the rest,
+    so the average rate over classes is about ``rate``.
 
     Instance noise has no single T (it depends on each example's features); asking for it is an error.
     """
@@ -91,6 +98,24 @@ def transition_matrix(noise_type: str, rate: float, num_classes: int, dataset: s
                 raise ValueError(f"the asymmetric map names class {max(src, dst)}, but num_classes is {c}")
             t[src, src] = 1.0 - rate
             t[src, dst] = rate
+        return t
+    if noise_type in ("random_matrix", "class_dependent"):
+        if c < 3 and noise_type == "random_matrix":
+            raise ValueError("random_matrix noise needs at least 3 classes (2 or 3 targets per class)")
+        gen = torch.Generator().manual_seed(int(seed) + 15_485_863)
+        t = torch.zeros(c, c, dtype=torch.float64)
+        if noise_type == "random_matrix":
+            for i in range(c):  # a loop over classes, never examples
+                others = torch.tensor([j for j in range(c) if j != i])
+                k = min(int(torch.randint(2, 4, (1,), generator=gen)), others.numel())
+                targets = others[torch.randperm(others.numel(), generator=gen)[:k]]
+                share = -torch.log(torch.rand(k, generator=gen, dtype=torch.float64))  # flat Dirichlet
+                t[i, targets] = rate * share / share.sum()
+        else:
+            noisy = torch.randperm(c, generator=gen)[: c // 2]
+            flip = min(2 * rate, 0.95)
+            t[noisy] = flip / (c - 1)
+        t += torch.diag(1.0 - t.sum(1))
         return t
     if noise_type == "instance":
         raise ValueError("instance noise has no fixed transition matrix; it depends on each example's features")
@@ -176,7 +201,7 @@ def noisify(
             raise ValueError("instance noise needs features with one row per label")
         noisy = _sample_rows(instance_probabilities(clean, features.cpu(), rate, num_classes, generator), generator)
     else:
-        t = transition_matrix(noise_type, rate, num_classes, dataset, class_map)
+        t = transition_matrix(noise_type, rate, num_classes, dataset, class_map, seed=seed)
         noisy = _sample_rows(t[clean], generator)
 
     counts = torch.zeros(num_classes, num_classes, dtype=torch.float64)

@@ -343,3 +343,64 @@ def test_evidence_round_trips_through_its_file_and_a_bad_file_is_one_line(tmp_pa
     with pytest.raises(ValueError, match="probs has 4 rows for 5 labels"):
         Evidence(index=np.arange(5), given_label=np.zeros(5, int), probs=p[:4], probs_mean=p, margin_mean=p[:, 0],
                  probs_ema=p, epochs=1)
+
+
+# ---------------------------------------------------------------- the count and the cleaned copy
+
+def test_the_count_is_confident_learnings_joint_on_the_chosen_reading():
+    from cdr_fast.detection.count import COUNT_READING, estimated_noise_rate
+
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(3), size=30)
+    y = rng.integers(0, 3, 30)
+    e = Evidence(index=np.arange(30), given_label=y, probs=p[::-1].copy(), probs_mean=p, margin_mean=np.zeros(30),
+                 probs_ema=p, epochs=2)
+    assert estimated_noise_rate(e, "probs_mean") == confident_learning(p, y).noise_rate
+    assert estimated_noise_rate(e, "probs") == confident_learning(p[::-1], y).noise_rate
+    assert estimated_noise_rate(e) == estimated_noise_rate(e, COUNT_READING)
+    with pytest.raises(ValueError, match="unknown reading 'final'; valid choices: probs, probs_mean, probs_ema"):
+        estimated_noise_rate(e, "final")
+
+
+def test_only_a_suggestion_the_evidence_is_sure_of_is_relabelled():
+    from cdr_fast.detection.count import relabel_confidently
+    from cdr_fast.wrong_labels.fix import cleaned_labels, fix_actions
+
+    mean = np.array([[0.1, 0.8, 0.1], [0.1, 0.6, 0.3], [0.3, 0.45, 0.25], [0.7, 0.2, 0.1]])
+    ema = np.array([[0.1, 0.7, 0.2], [0.1, 0.4, 0.5], [0.2, 0.6, 0.2], [0.6, 0.3, 0.1]])
+    e = Evidence(index=np.arange(4), given_label=np.array([0, 0, 0, 2]), probs=ema, probs_mean=mean,
+                 margin_mean=np.zeros(4), probs_ema=ema, epochs=3)
+    suggested = np.array([1, 1, 1, 0])
+    # 0: sure in both; 1: the recent reading prefers 2; 2: the mean is below 1/2; 3: sure in both
+    sure = relabel_confidently(e, suggested)
+    assert sure.tolist() == [True, False, False, True]
+    flagged = np.array([True, True, True, False])
+    actions = fix_actions(flagged, sure, "relabel")
+    assert actions.tolist() == ["relabel", "review", "review", ""]
+    labels, keep = cleaned_labels(np.array([5, 0, 0, 0, 2]), np.array([1, 2, 3, 4]), actions, suggested)
+    assert labels.tolist() == [5, 1, 0, 0, 2] and keep.all()  # index maps the scored rows into the dataset
+    drop = fix_actions(flagged, sure, "drop")
+    assert drop.tolist() == ["drop", "drop", "drop", ""]
+    assert cleaned_labels(np.array([0, 0, 0, 2]), np.arange(4), drop, suggested)[1].tolist() == [False, False, False,
+                                                                                                    True]
+
+
+def test_the_detectors_work_block_by_block_with_the_same_answer(monkeypatch, fresh_seed):
+    """Blocks of 7 rows (and of 1) give exactly what one block gives: nothing depends on the split,
+    the uneven last block included; float32 input stays float32 (no n x m copy)."""
+    import cdr_fast.detection.scores as scores
+    from cdr_fast.detection import DETECTORS
+
+    rng = np.random.default_rng(fresh_seed)
+    p = rng.dirichlet(np.ones(6) * 0.5, size=103).astype(np.float32)
+    y = rng.integers(0, 6, 103)
+    e = Evidence(index=np.arange(103), given_label=y, probs=p, probs_mean=p[::-1].copy(), margin_mean=np.zeros(103),
+                 probs_ema=p, epochs=2, aux_offsets=rng.normal(size=(103, 6)))
+    whole = {name: d.suspects(e) for name, d in DETECTORS.items()}
+    for elements in (7 * 6, 1):
+        monkeypatch.setattr(scores, "BLOCK_ELEMENTS", elements)
+        for name, d in DETECTORS.items():
+            got = d.suspects(e)
+            np.testing.assert_array_equal(got.score, whole[name].score, err_msg=name)
+            np.testing.assert_array_equal(got.suggested, whole[name].suggested, err_msg=name)
+    assert scores.as_probabilities(p) is p

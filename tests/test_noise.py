@@ -86,7 +86,7 @@ def test_instance_noise_depends_on_features(mnist, fresh_seed, rate):
     torch.testing.assert_close(t.sum(1), torch.ones(10, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("noise_type", ["symmetric", "pairflip", "instance"])
+@pytest.mark.parametrize("noise_type", ["symmetric", "pairflip", "instance", "random_matrix", "class_dependent"])
 def test_seeded_and_reproducible(mnist_mini, noise_type):
     y, x = mnist_mini.train_labels, mnist_mini.train_images
     a = noisify(y, noise_type, 0.4, 10, 3, features=x)
@@ -133,3 +133,30 @@ def test_bad_input_raises_value_error(kwargs, message):
 def test_labels_out_of_range():
     with pytest.raises(ValueError, match="labels must lie"):
         noisify(torch.tensor([0, 10]), "symmetric", 0.2, 10, 0)
+
+
+@pytest.mark.parametrize("rate", [0.03, 0.3])
+def test_a_random_matrix_sends_each_class_to_two_or_three_others(mnist, fresh_seed, rate):
+    t = transition_matrix("random_matrix", rate, 10, seed=fresh_seed)
+    torch.testing.assert_close(t.sum(1), torch.ones(10, dtype=torch.float64))
+    torch.testing.assert_close(t.diagonal(), torch.full((10,), 1 - rate, dtype=torch.float64))
+    targets = ((t > 0) & ~torch.eye(10, dtype=torch.bool)).sum(1)
+    assert ((targets >= 2) & (targets <= 3)).all(), targets
+    assert not torch.equal(t, transition_matrix("random_matrix", rate, 10, seed=fresh_seed + 1))
+    noisy, realised, empirical = noisify(mnist.train_labels, "random_matrix", rate, 10, fresh_seed)
+    assert abs(realised - rate) < binomial_tolerance(rate, len(noisy))
+    assert (empirical[t == 0] == 0).all()  # flips only where the matrix allows
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        transition_matrix("random_matrix", 0.2, 2)
+
+
+def test_class_dependent_noise_leaves_half_the_classes_clean(mnist, fresh_seed):
+    t = transition_matrix("class_dependent", 0.2, 10, seed=fresh_seed)
+    clean = t.diagonal() == 1.0
+    assert clean.sum() == 5 and torch.allclose(t.diagonal()[~clean], torch.full((5,), 0.6, dtype=torch.float64))
+    off = t[~clean] * (1 - torch.eye(10, dtype=torch.float64)[~clean])
+    assert torch.allclose(off.sum(1), torch.full((5,), 0.4, dtype=torch.float64))  # evenly to the other 9
+    noisy, realised, _ = noisify(mnist.train_labels, "class_dependent", 0.2, 10, fresh_seed)
+    flipped = noisy != mnist.train_labels
+    assert not flipped[torch.isin(mnist.train_labels, torch.nonzero(clean).flatten())].any()
+    assert abs(realised - 0.2) < 0.03  # classes differ in size, so about the rate

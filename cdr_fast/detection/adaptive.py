@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .confident import confident_learning
+from .confident import calibrated_joint
 from .scores import Suspects, as_labels, as_probabilities, best_other, margin, noise_posterior
 
 STRUCTURED = 2.5  # at most this many effective flip targets per class: class-structured noise
@@ -70,14 +70,14 @@ def adaptive_posterior(probs_ema, probs_mean, labels) -> AdaptivePosterior:
     (``probs_mean``) probabilities; see the module's docstring."""
     recent, mean = as_probabilities(probs_ema), as_probabilities(probs_mean)
     y = as_labels(labels, recent)
-    joint = confident_learning(recent, y).calibrated
+    joint = calibrated_joint(recent, y)[2]  # no pruning needed: the joint alone says how flips spread
     targets = flip_targets(joint)
     regime = regime_of(targets, recent.shape[1])
     if regime == "class-structured":
         score, suggested = noise_posterior(recent, y, joint)
     elif regime == "symmetric":
         with np.errstate(divide="ignore"):
-            score = -np.log(recent[np.arange(y.size), y])
+            score = -np.log(recent[np.arange(y.size), y].astype(np.float64))
         suggested = best_other(recent, y)[0]
     else:
         score, suggested = margin(mean, y), best_other(mean, y)[0]

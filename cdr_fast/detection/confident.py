@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .scores import Suspects, as_labels, as_probabilities, best_other
+from .scores import Suspects, as_labels, as_probabilities, best_other, row_blocks
 
 
 class ConfidentLearning(NamedTuple):
@@ -53,21 +53,22 @@ def per_class_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """t_j: the mean predicted probability of class j over the examples labelled j (NaN: none)."""
     m = probs.shape[1]
     counts = np.bincount(labels, minlength=m)
-    sums = np.zeros(m)
-    np.add.at(sums, labels, probs[np.arange(labels.size), labels])
+    sums = np.bincount(labels, weights=probs[np.arange(labels.size), labels].astype(np.float64), minlength=m)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def confident_joint(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """C (m x m) and each example's confident class (-1: no class reaches its threshold)."""
-    m = probs.shape[1]
-    above = probs >= np.where(np.isnan(thresholds), np.inf, thresholds)[None, :]
-    masked = np.where(above, probs, -np.inf)
-    confident = np.where(above.any(1), masked.argmax(1), -1)
+    n, m = probs.shape
+    bar = np.where(np.isnan(thresholds), np.inf, thresholds)[None, :]
+    confident = np.empty(n, dtype=np.int64)
+    for b in row_blocks(n, m):  # block by block: no n x m temporary
+        masked = np.where(probs[b] >= bar, probs[b], -np.inf)
+        best = masked.argmax(1)
+        confident[b] = np.where(masked[np.arange(best.size), best] > -np.inf, best, -1)  # -1: no class reaches
     counted = confident >= 0
-    joint = np.zeros((m, m), dtype=np.int64)
-    np.add.at(joint, (labels[counted], confident[counted]), 1)
+    joint = np.bincount(labels[counted] * m + confident[counted], minlength=m * m).reshape(m, m).astype(np.int64)
     return joint, confident
 
 
@@ -85,34 +86,47 @@ def prune_by_noise_rate(probs: np.ndarray, labels: np.ndarray, calibrated: np.nd
     """The flagged examples and the class each was pruned towards (-1: not flagged)."""
     n, m = probs.shape
     towards = np.full(n, -1, dtype=np.int64)
-    best_margin = np.full(n, -np.inf)
-    for i in range(m):
-        members = np.flatnonzero(labels == i)
-        for j in range(m):
-            count = int(round(n * calibrated[i, j])) if i != j else 0
-            if count <= 0 or members.size == 0:
-                continue
-            margin = probs[members, j] - probs[members, i]
-            # the largest margins; a stable sort keeps ties in index order
-            chosen = members[np.argsort(-margin, kind="stable")[:count]]
-            chosen_margin = probs[chosen, j] - probs[chosen, i]
-            better = chosen_margin > best_margin[chosen]
-            towards[chosen[better]] = j
-            best_margin[chosen[better]] = chosen_margin[better]
+    counts = np.rint(n * calibrated).astype(np.int64)
+    np.fill_diagonal(counts, 0)
+    by_label = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[by_label], np.arange(m + 1))
+    for i in np.flatnonzero(counts.sum(1) > 0):  # one block per given label: its members x classes
+        members = by_label[starts[i]:starts[i + 1]]
+        if members.size == 0:
+            continue
+        cols = np.flatnonzero(counts[i])  # only the cells that prune (ascending, so ties keep the first)
+        own = probs[members, i].astype(np.float64)[:, None]
+        margin = probs[members][:, cols].astype(np.float64) - own  # [r, c]: p_cols[c] - p_i
+        # each column's rank of every member by descending margin (a stable sort: ties in index order)
+        order = np.argsort(-margin, axis=0, kind="stable")
+        rank = np.empty_like(order)
+        rank[order, np.arange(cols.size)[None, :]] = np.arange(members.size)[:, None]
+        chosen = rank < counts[i, cols][None, :]  # the round(n Q[i][j]) largest margins of column j
+        # an example chosen by several cells keeps the larger margin's class (the first on ties)
+        best = np.where(chosen, margin, -np.inf).argmax(1)
+        picked = chosen.any(1)
+        towards[members[picked]] = cols[best[picked]]
     return towards >= 0, towards
 
 
-def confident_learning(probs, labels) -> ConfidentLearning:
-    """Confident learning on predicted probabilities (n x m) and given labels (n,); see the module."""
+def calibrated_joint(probs, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1-3 alone: the thresholds, the confident joint C and its calibration Q."""
     p = as_probabilities(probs)
     s = as_labels(labels, p)
-    m = p.shape[1]
     thresholds = per_class_thresholds(p, s)
     joint, _ = confident_joint(p, s, thresholds)
-    calibrated = calibrate(joint, np.bincount(s, minlength=m).astype(np.float64))
+    return thresholds, joint, calibrate(joint, np.bincount(s, minlength=p.shape[1]).astype(np.float64))
+
+
+def confident_learning(probs, labels) -> ConfidentLearning:
+    """Confident learning on predicted probabilities (n x m) and given labels (n,); see the module.
+    Memory above the input: a few n-vectors and one block of rows at a time."""
+    p = as_probabilities(probs)
+    s = as_labels(labels, p)
+    thresholds, joint, calibrated = calibrated_joint(p, s)
     flagged, towards = prune_by_noise_rate(p, s, calibrated)
     other, other_p = best_other(p, s)
     suggested = np.where(flagged, towards, other)
-    margin = other_p - p[np.arange(s.size), s]  # in [-1, 1]
+    margin = other_p - p[np.arange(s.size), s].astype(np.float64)  # in [-1, 1]
     score = margin + 2.0 * flagged  # flagged first
     return ConfidentLearning(thresholds, joint, calibrated, flagged, suggested, score)

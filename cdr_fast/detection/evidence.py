@@ -20,7 +20,8 @@ validation split included: every example is scored):
     aux_offsets    (n, m) float32  AUX runs: the offsets lam * B[i] added to the logits (0 on
                                    held-out rows)
     epochs         ()     int64    epochs accumulated
-    flag_rate      ()     float64  the share of examples to flag (NaN: none known)
+    flag_rate      ()     float64  the share of examples to flag: the noise rate estimated from the
+                                   evidence itself (cdr_fast.detection.count), unless given
     class_names    (m,)   str      where the dataset names its classes
     files          (n,)   str      a folder dataset: each example's file, relative to its folder
 

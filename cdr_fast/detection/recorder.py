@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .count import estimated_noise_rate
 from .evidence import EVIDENCE_FILE, Evidence
 
 EMA_WEIGHT = 0.3  # a new epoch's weight in probs_ema: about the last 3 epochs count
@@ -123,7 +124,7 @@ class EvidenceRecorder:
         return probs_mean.cpu().numpy(), margin_mean.cpu().numpy(), self.probs_ema.double().cpu().numpy()
 
     def evidence(self, given_labels, *, probs=None, index=None, clean_labels=None, aux_offsets=None, trained=None,
-                 class_names=None, files=None, flag_rate: float = float("nan")) -> Evidence:
+                 class_names=None, files=None, flag_rate: float | None = None) -> Evidence:
         """The readings as an ``Evidence`` (``evidence.npz``'s contents). ``probs``: the trained
         network's probabilities per example (eval mode; default: the recent reading, ``probs_ema``);
         ``index``: each row's index in your dataset (default 0 .. n-1); ``trained``: which rows the
@@ -139,14 +140,16 @@ class EvidenceRecorder:
             others[rows, given] = -np.inf
             margin_mean = others.max(1) - probs_mean[rows, given] if given.size else margin_mean
         final = probs_ema if probs is None else _numpy(probs).astype(np.float64)
-        return Evidence(
+        evidence = Evidence(
             index=np.arange(self.num_examples) if index is None else _numpy(index).astype(np.int64),
             given_label=given, probs=final, probs_mean=probs_mean, margin_mean=margin_mean, probs_ema=probs_ema,
             epochs=self.epochs, clean_label=None if clean_labels is None else _numpy(clean_labels).astype(np.int64),
             aux_offsets=None if aux_offsets is None else _numpy(aux_offsets).astype(np.float64),
             trained=np.ones(self.num_examples, bool) if trained is None else _numpy(trained).astype(bool),
             class_names=list(class_names) if class_names is not None else None,
-            files=list(files) if files is not None else None, flag_rate=float(flag_rate))
+            files=list(files) if files is not None else None)
+        evidence.flag_rate = estimated_noise_rate(evidence) if flag_rate is None else float(flag_rate)
+        return evidence
 
     def save(self, run_folder_or_path: str | Path, given_labels, **kwargs: Any) -> Path:
         """Write ``evidence.npz`` (into a folder, or to the path given if it ends in ``.npz``);

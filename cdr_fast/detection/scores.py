@@ -29,8 +29,22 @@ class Suspects(NamedTuple):
     suggested: np.ndarray  # (n,) int64, the label the evidence argues for
 
 
+# Rows per block where a detector needs an n x m temporary: about 4M elements (32 MB in float64), so
+# that a detector's memory above its input stays small at any n (ImageNet: 1.28M x 1,000).
+BLOCK_ELEMENTS = 1 << 22
+
+
+def row_blocks(n: int, m: int):
+    """Slices of ``range(n)`` of about ``BLOCK_ELEMENTS / m`` rows each."""
+    step = max(1, BLOCK_ELEMENTS // max(m, 1))
+    return (slice(i, min(i + step, n)) for i in range(0, n, step))
+
+
 def as_probabilities(probs) -> np.ndarray:
-    p = np.asarray(probs, dtype=np.float64)
+    """``probs`` as a 2-d float array, without a copy where it already is one (float32 stays float32)."""
+    p = np.asarray(probs)
+    if not np.issubdtype(p.dtype, np.floating):
+        p = p.astype(np.float64)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"probabilities must be an (examples x classes) array with at least 2 classes; got shape "
                          f"{p.shape}")
@@ -49,20 +63,24 @@ def as_labels(labels, probs: np.ndarray) -> np.ndarray:
 
 
 def best_other(values: np.ndarray, labels: np.ndarray, largest: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The class other than the given label with the largest (or smallest) value, and that value.
-    Ties go to the lowest class index."""
-    rows = np.arange(labels.size)
-    masked = values.copy()
-    masked[rows, labels] = -np.inf if largest else np.inf
-    cls = masked.argmax(1) if largest else masked.argmin(1)
-    return cls, masked[rows, cls]
+    """The class other than the given label with the largest (or smallest) value, and that value
+    (float64). Ties go to the lowest class index. Block by block: no n x m temporary."""
+    n, m = values.shape
+    cls, best = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+    for b in row_blocks(n, m):
+        masked = values[b].copy()
+        rows = np.arange(masked.shape[0])
+        masked[rows, labels[b]] = -np.inf if largest else np.inf
+        cls[b] = masked.argmax(1) if largest else masked.argmin(1)
+        best[b] = masked[rows, cls[b]]
+    return cls, best
 
 
 def small_loss(probs, labels) -> Suspects:
     p = as_probabilities(probs)
     s = as_labels(labels, p)
     with np.errstate(divide="ignore"):
-        loss = -np.log(p[np.arange(s.size), s])
+        loss = -np.log(p[np.arange(s.size), s].astype(np.float64))
     return Suspects(loss, best_other(p, s)[0])
 
 
@@ -70,12 +88,12 @@ def aux_offsets(offsets, labels) -> Suspects:
     o = as_probabilities(offsets)
     s = as_labels(labels, o)
     _, other_max = best_other(o, s)
-    return Suspects(o[np.arange(s.size), s] - other_max, best_other(o, s, largest=False)[0])
+    return Suspects(o[np.arange(s.size), s].astype(np.float64) - other_max, best_other(o, s, largest=False)[0])
 
 
 def margin(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``max_{j != y} p[j] - p[y]`` per example: positive where another class is more probable."""
-    return best_other(probs, labels)[1] - probs[np.arange(labels.size), labels]
+    return best_other(probs, labels)[1] - probs[np.arange(labels.size), labels].astype(np.float64)
 
 
 def accumulated_margin(margin_mean, probs_mean, labels) -> Suspects:
@@ -102,7 +120,10 @@ def noise_posterior(probs, labels, joint, smoothing: float = 1e-6) -> Suspects:
     s = as_labels(labels, p)
     q = np.asarray(joint, dtype=np.float64) + smoothing
     given_if_true = q / q.sum(0, keepdims=True)  # [i, j]: P(given = i | true = j)
-    posterior = p * given_if_true[s, :]
-    posterior /= np.maximum(posterior.sum(1, keepdims=True), np.finfo(np.float64).tiny)
-    cls, other = best_other(posterior, s)
-    return Suspects(other - posterior[np.arange(s.size), s], cls)
+    score, cls = np.empty(s.size), np.empty(s.size, dtype=np.int64)
+    for b in row_blocks(*p.shape):  # block by block: no n x m temporary
+        posterior = p[b] * given_if_true[s[b], :]
+        posterior /= np.maximum(posterior.sum(1, keepdims=True), np.finfo(np.float64).tiny)
+        cls[b], other = best_other(posterior, s[b])
+        score[b] = other - posterior[np.arange(posterior.shape[0]), s[b]]
+    return Suspects(score, cls)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..atomic_io import write_bytes_atomic, write_csv_atomic
+from ..training.evidence_keeper import judging_rate
 from ..detection import (BASELINES, BEST, DETECTORS, EVIDENCE_FILE, EvidenceRecorder, adaptive_posterior,
                          detection_rows, run_detectors)
 
@@ -37,7 +38,7 @@ def run_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
     with np.load(folder / EVIDENCE_FILE) as f:
         kept = {k: f[k] for k in f.files}
     labels, clean = kept["given_label"], kept["clean_label"]
-    rate = float(kept["flag_rate"]) if summary["noise_type"] == "none" else summary["realised_noise_rate"]
+    known = float("nan") if summary["noise_type"] == "none" else summary["realised_noise_rate"]
     recorder = EvidenceRecorder(labels.size, kept["probs"].shape[1], labels=labels)
     rows = []
     for path in sorted((folder / "evidence").glob("epoch_*.npz")):
@@ -47,9 +48,10 @@ def run_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
         recorder.epoch_seen.fill_(True)
         recorder.end_epoch()
         epoch = recorder.evidence(labels, probs=probs, aux_offsets=offsets)
-        rows += detection_rows(run_detectors(epoch), labels, clean, rate, **key, epoch=int(path.stem.split("_")[1]))
+        rows += detection_rows(run_detectors(epoch), labels, clean, judging_rate(known, epoch), **key,
+                               epoch=int(path.stem.split("_")[1]))
     final = recorder.evidence(labels, probs=kept["probs"], clean_labels=clean, aux_offsets=kept.get("aux_offsets"))
-    rows += detection_rows(run_detectors(final), labels, clean, rate, **key, epoch="final")
+    rows += detection_rows(run_detectors(final), labels, clean, judging_rate(known, final), **key, epoch="final")
     return rows, adaptive_posterior(final.probs_ema, final.probs_mean, labels).regime
 
 

@@ -20,6 +20,7 @@ from ..distributed import Distributed
 from . import signals
 from .config import TrainConfig, resolve_device
 from .flags import FLAGS, INTEGER, HelpFormatter, add_config_flags
+from .folds import combine_folds
 from .loop import Trainer, TrainingDiverged
 from .run_folder import RunFolder
 from .signals import STOPPED_STATUS, stop_word
@@ -51,6 +52,10 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=INTEGER, default=None, metavar="N",
                    help="CPU threads for torch (default: torch's own choice); recorded in config.json, since a run "
                         "is bit-reproducible only at one thread count")
+    p.add_argument("--folds", type=INTEGER, default=None, metavar="K",
+                   help="cross-fitting: K trainings (into --out/fold_k), each on all but one K-th of the training "
+                        "set, so that every example is scored by a network that never trained on it; --out then "
+                        "holds the combined, out-of-sample evidence (K times the cost; --val-fraction unused)")
     p.add_argument("--checkpoint-every", type=checkpoint_interval, default=(0, 0.0), metavar="STEPS|MINUTESm",
                    help="also save a checkpoint every STEPS steps, or every MINUTES minutes (10m), within an epoch "
                         "(0: at each epoch's end only); a resume continues from it exactly")
@@ -63,10 +68,12 @@ CONFIG_FLAGS = list(FLAGS)
 def config_from_args(args: argparse.Namespace, defaults: argparse.Namespace, resume_from: RunFolder | None
                      ) -> TrainConfig:
     """The run's config: the flags, or on resume the checkpoint's settings plus any flag given."""
+    fold = getattr(args, "fold", None)  # cross-fitting (training/folds.py): this run is fold k of K
+    extra = {"fold": fold[0], "folds": fold[1]} if fold is not None else {}
     if resume_from is not None:
         given = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) != getattr(defaults, k)}
-        return TrainConfig(**{**resume_from.checkpoint()["config"], **given})
-    return TrainConfig(**{k: getattr(args, k) for k in CONFIG_FLAGS})  # None: TrainConfig derives the default
+        return TrainConfig(**{**resume_from.checkpoint()["config"], **given, **extra})
+    return TrainConfig(**{k: getattr(args, k) for k in CONFIG_FLAGS}, **extra)  # None: TrainConfig derives the default
 
 
 def noise_words(config: TrainConfig, realised: float) -> str:
@@ -137,6 +144,9 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
             args.resume = RunFolder(args.out).has_saved_state()
         if args.threads is not None and args.threads < 1:
             parser.error(f"argument --threads: {args.threads} must be a positive integer")
+        if args.folds is not None and (args.folds < 2 or args.out is None):
+            parser.error(f"argument --folds: {args.folds} needs to be 2 or more, with --out DIR" if args.folds < 2
+                         else "argument --folds: needs --out DIR, where the folds and their combined evidence go")
     defaults = parser.parse_args([])
     say = print if main_rank else (lambda *a, **k: None)
     if args.threads is not None:
@@ -148,10 +158,34 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
         return 2
     code = 130  # unless run() returns: an interrupt or a crash, where the ranks may not all get here
     try:
-        code = run(args, defaults, dist, say)
+        code = cross_fit(args, defaults, dist, say) if args.folds else run(args, defaults, dist, say)
         return code
     finally:
         launch.leave(dist, wait=code in (0, 1, 2))  # ended together: finished, diverged (all ranks see it) or bad input
+
+
+def cross_fit(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distributed, say) -> int:
+    """``--folds K``: each fold a run of its own in ``--out/fold_k`` (started, continued or, if
+    finished, left as it is), then their out-of-sample evidence combined into ``--out``."""
+    for k in range(args.folds):
+        fold = argparse.Namespace(**vars(args))
+        fold.out, fold.fold = args.out / f"fold_{k}", (k, args.folds)
+        if RunFolder(fold.out).is_finished():
+            continue
+        fold.resume = RunFolder(fold.out).has_saved_state()
+        say(f"fold {k + 1} of {args.folds}: {fold.out}")
+        code = run(fold, defaults, dist, say)
+        if code != 0:
+            return code
+    if dist.is_main:
+        try:
+            evidence = combine_folds(args.out, args.folds)
+        except (ValueError, OSError) as err:
+            say(f"error: cannot combine the folds in {args.out}: {err}", file=sys.stderr)
+            return 2 if isinstance(err, ValueError) else 1
+        say(f"done: {args.folds} folds combined; every one of {evidence.given_label.size} examples scored out-of-sample; "
+            f"results in {args.out}")
+    return 0
 
 
 def run(args: argparse.Namespace, defaults: argparse.Namespace, dist: Distributed, say) -> int:

@@ -67,6 +67,10 @@ class TrainConfig:
     device: str = "auto"
     engine: str = "auto"  # one of cdr_fast.engines.ENGINE_CHOICES
     val_fraction: float = 0.1
+    # Cross-fitting (training/folds.py): this run is fold ``fold`` of ``folds``, whose held-out split
+    # is that fold of the whole training set (val_fraction then unused); None: a plain run.
+    fold: int | None = None
+    folds: int | None = None
     eval_batch_size: int = 256  # measured fastest for LeNet on 2 CPU cores (1024 is ~2x slower)
 
     def __post_init__(self) -> None:
@@ -137,6 +141,13 @@ class TrainConfig:
         if sorted(self.milestones) != list(self.milestones) or any(m < 1 for m in self.milestones):
             raise ValueError(f"invalid milestones: {self.milestones!r}; must be increasing positive epochs")
         check_range("val_fraction", self.val_fraction, 0.0, 1.0)
+        if (self.fold is None) != (self.folds is None):
+            raise ValueError(f"fold and folds go together; got fold {self.fold!r} and folds {self.folds!r}")
+        if self.folds is not None:
+            if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+                raise ValueError(f"invalid folds: {self.folds!r}; cross-fitting needs an integer >= 2")
+            if not isinstance(self.fold, int) or not 0 <= self.fold < self.folds:
+                raise ValueError(f"invalid fold: {self.fold!r}; must be in 0 .. {self.folds - 1}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"invalid seed: {self.seed!r}; must be an integer >= 0")
         resolve_device(self.device)

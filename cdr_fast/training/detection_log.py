@@ -8,7 +8,7 @@ from typing import Any
 
 from ..detection import BEST, Suspects, detection_rows, rank_suspects, run_detectors
 from ..detection.evidence import Evidence
-from .evidence_keeper import EvidenceKeeper, rate_to_flag
+from .evidence_keeper import EvidenceKeeper, judging_rate
 from .observers import Observer
 
 
@@ -54,7 +54,7 @@ class DetectionLog(Observer):
             return
         k = self.keeper
         e = k.recorder.evidence(k.given, probs=k.epoch_probs, aux_offsets=k.epoch_offsets)
-        self.rows += detection_rows(run_detectors(e), k.given, k.clean, rate_to_flag(run.flag_rate, e.probs, k.given),
+        self.rows += detection_rows(run_detectors(e), k.given, k.clean, judging_rate(run.known_noise_rate, e),
                                     epoch=run.epoch)
         run.folder.write_detection(self.rows)
 
@@ -64,7 +64,8 @@ class DetectionLog(Observer):
             return
         suspects = run_detectors(e)  # once, for the rows and the suspects file
         if e.clean_label is not None:
-            self.final_rows = detection_rows(suspects, e.given_label, e.clean_label, e.flag_rate, epoch="final")
+            self.final_rows = detection_rows(suspects, e.given_label, e.clean_label,
+                                             judging_rate(run.known_noise_rate, e), epoch="final")
             run.folder.write_detection(self.rows + self.final_rows)
         run.folder.write_suspects(suspect_rows(e, suspects[BEST]))
 

@@ -17,15 +17,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..detection import Evidence, EvidenceRecorder, confident_learning
+from ..detection import Evidence, EvidenceRecorder
+from ..detection.count import estimated_noise_rate
 from .observers import Observer, Step
 from .split import NoisySplit
 
 
-def rate_to_flag(rate: float, probs: np.ndarray, labels: np.ndarray) -> float:
-    """The share to flag: ``rate`` where the run knows one (``Trainer.flag_rate``), else confident
-    learning's estimate from these probabilities."""
-    return rate if math.isfinite(rate) else confident_learning(probs, labels).noise_rate
+def judging_rate(known: float, evidence: Evidence) -> float:
+    """The share at which detection.csv judges the detectors' precision and recall: the noise rate
+    the run knows (``Trainer.known_noise_rate``), else the evidence's own estimate."""
+    return known if math.isfinite(known) else estimated_noise_rate(evidence)
 
 
 @torch.no_grad()
@@ -97,8 +98,7 @@ class EvidenceKeeper(Observer):
         p = probs.cpu().numpy()
         self.final = self.recorder.evidence(
             self.given, probs=p, index=np.arange(d.num_examples), clean_labels=self.clean, aux_offsets=self.offsets(run),
-            trained=trained, class_names=d.class_names, files=d.files,
-            flag_rate=rate_to_flag(run.flag_rate, p, self.given))
+            trained=trained, class_names=d.class_names, files=d.files)  # the flag rate: from the evidence, never --tau
         run.folder.write_evidence(self.final)
 
     def state_dict(self) -> Any:

@@ -259,10 +259,11 @@ class Trainer:
         return self.tau.estimate
 
     @property
-    def flag_rate(self) -> float:
-        """The share of examples the detectors flag: the estimated noise rate with tau "auto", else,
-        under synthetic noise, the share it flipped (asymmetric noise at 40% flips 40% of 4 classes),
-        else NaN: confident learning's estimate serves."""
+    def known_noise_rate(self) -> float:
+        """The noise rate the run knows, at which detection.csv judges the detectors: the estimate
+        with tau "auto", else, under synthetic noise, the share it flipped (asymmetric noise at 40%
+        flips 40% of 4 classes), else NaN (the evidence's estimate serves). The number flagged for
+        the user never comes from here: it is the evidence's own estimate (detection/count.py)."""
         if self.noise_estimate is not None:
             return self.noise_estimate.rate
         return self.data.realised_rate if self.config.noise_type != "none" else float("nan")

@@ -56,13 +56,23 @@ def noisy_labels(config: TrainConfig, data: Dataset) -> Tensor:
     ).labels
 
 
+def fold_split(n: int, folds: int, fold: int, seed: int) -> tuple[Tensor, Tensor]:
+    """(train indices, held-out indices) of fold ``fold``: a seeded, balanced assignment of
+    ``range(n)`` to ``folds`` folds, each index sorted."""
+    assignment = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 104_729)) % folds
+    return torch.nonzero(assignment != fold).flatten(), torch.nonzero(assignment == fold).flatten()
+
+
 def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
     data = load_dataset(config.dataset, config.data_dir, config.image_size)
     y = noisy_labels(config, data)
     clean = data.train_clean_labels
     if clean is None and config.noise_type != "none":  # your labels, noise added: they are what it flipped
         clean = data.train_labels
-    train_idx, val_idx = validation_split(len(y), config.val_fraction, config.seed)
+    if config.folds is not None:  # cross-fitting: the held-out split is one fold of the whole training set
+        train_idx, val_idx = fold_split(len(y), config.folds, config.fold, config.seed)
+    else:
+        train_idx, val_idx = validation_split(len(y), config.val_fraction, config.seed)
     x = data.train_images
     return NoisySplit(
         train_x=x[train_idx].to(device), train_y=y[train_idx].to(device), train_index=train_idx,

@@ -1,7 +1,9 @@
 """A cleaned copy of a dataset's training labels, in the input's own format, ready to train on.
 
-``relabel`` gives each flagged example its suggested label; ``drop`` leaves it out. Every
-example is scored, the validation split's too, so a flagged held-out example is fixed as well.
+``relabel`` gives a flagged example its suggested label only where the evidence names that class
+with confidence (``cdr_fast.detection.count.relabel_confidently``); the other flagged examples are
+marked for review and keep their label. ``drop`` leaves every flagged example out. Every example
+is scored, the validation split's too, so a flagged held-out example is fixed as well.
 
 - a folder dataset: a new folder with the same ``train/<class>/`` and ``test/<class>/`` tree, each
   image hard-linked (copied where links are impossible) into its cleaned class folder;
@@ -26,17 +28,28 @@ from ..detection.evidence import save_npz_atomic
 FIXES = ("relabel", "drop")
 
 
-def cleaned_labels(labels: np.ndarray, index: np.ndarray, flagged: np.ndarray, suggested: np.ndarray,
-                   fix: str) -> tuple[np.ndarray, np.ndarray]:
-    """The dataset's whole training label array after the fix, and its keep mask. ``index`` maps
-    the scored examples into it; ``flagged`` and ``suggested`` are per scored example."""
+def fix_actions(flagged: np.ndarray, sure: np.ndarray, fix: str) -> np.ndarray:
+    """What the cleaned copy does with each scored example: "" (not flagged), "relabel" (flagged,
+    and the evidence is sure of the suggestion), "review" (flagged, kept as given) or "drop"."""
     check_choice("fix", fix, FIXES)
-    out, keep = np.asarray(labels).copy(), np.ones(len(labels), dtype=bool)
-    chosen = np.asarray(index)[flagged]
+    actions = np.full(len(flagged), "", dtype=object)
     if fix == "relabel":
-        out[chosen] = np.asarray(suggested)[flagged]
+        actions[flagged & sure] = "relabel"
+        actions[flagged & ~sure] = "review"
     else:
-        keep[chosen] = False
+        actions[flagged] = "drop"
+    return actions
+
+
+def cleaned_labels(labels: np.ndarray, index: np.ndarray, actions: np.ndarray, suggested: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's whole training label array after the fix, and its keep mask. ``index`` maps
+    the scored examples into it; ``actions`` (``fix_actions``) and ``suggested`` are per scored example."""
+    out, keep = np.asarray(labels).copy(), np.ones(len(labels), dtype=bool)
+    index = np.asarray(index)
+    relabel = actions == "relabel"
+    out[index[relabel]] = np.asarray(suggested)[relabel]
+    keep[index[actions == "drop"]] = False
     return out, keep
 
 

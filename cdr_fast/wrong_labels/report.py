@@ -3,7 +3,8 @@
     wrong_labels.csv   the flagged examples (the top n times the flag rate), most suspect first:
                        rank, index in the dataset's training set, file (a folder dataset), split
                        (trained on, or held out), given and suggested label and class name,
-                       score, and the clean label where known
+                       score, action (relabel, review or drop: ``fix``), and the clean label
+                       where known
     wrong_labels.png   the top suspects' images, captioned given -> suggested (images only)
     cleaned/ | cleaned.npz | cleaned_labels.npz   the cleaned labels in the input's format
                        (``fix``)
@@ -23,7 +24,8 @@ from ..checks import check_choice, check_positive_int, check_range
 from ..data import dataset_spec
 from ..detection import BEST, EVIDENCE_FILE, get_detector, load_evidence, rank_suspects
 from ..detection.metrics import correction_accuracy, precision_recall
-from .fix import FIXES, clean_builtin, clean_folder, clean_npz, cleaned_labels
+from ..detection.count import relabel_confidently
+from .fix import FIXES, clean_builtin, clean_folder, clean_npz, cleaned_labels, fix_actions
 from .gallery import suspects_figure
 from .images import example_images
 
@@ -31,6 +33,7 @@ from .images import example_images
 @dataclass
 class LabelReport:
     flagged: int  # examples flagged
+    relabelled: int  # of them, relabelled in the cleaned copy (the rest: for review, or dropped)
     scored: int  # examples scored (the whole training set: trained on and held out)
     rate: float  # the share flagged: the run's flag rate, or the one asked for
     files: list[Path]  # what was written
@@ -65,6 +68,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
     rate = e.flag_rate if flag_rate is None else flag_rate
     ranking = rank_suspects(ranker.suspects(e), rate)
     order = ranking.order[:ranking.count]
+    actions = fix_actions(ranking.flagged, relabel_confidently(e, ranking.suggested), fix)
 
     rows: list[dict[str, Any]] = []
     for rank, i in enumerate(order, 1):
@@ -74,7 +78,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
             row["file"] = e.files[i]
         row.update(split="train" if e.trained[i] else "held_out", given_label=given, given_class=e.class_name(given),
                    suggested_label=suggestion, suggested_class=e.class_name(suggestion),
-                   score=round(float(ranking.score[i]), 6))
+                   score=round(float(ranking.score[i]), 6), action=actions[i])
         if e.clean_label is not None:
             row["clean_label"] = int(e.clean_label[i])
         rows.append(row)
@@ -92,7 +96,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
                         f"({dataset}, {e.given_label.size} examples scored): given → suggested")
 
     # The evidence covers the dataset's whole training set in its order: its labels are the given ones.
-    labels, keep = cleaned_labels(e.given_label, e.index, ranking.flagged, ranking.suggested, fix)
+    labels, keep = cleaned_labels(e.given_label, e.index, actions, ranking.suggested)
     if dataset == "folder":
         files.append(run_dir / "cleaned")
         clean_folder(Path(data_dir), files[-1], e.files, e.class_names, labels, keep, progress)
@@ -104,7 +108,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
         files.append(run_dir / "cleaned_labels.npz")
         clean_builtin(files[-1], labels, keep)
 
-    report = LabelReport(ranking.count, ranking.score.size, rate, files)
+    report = LabelReport(ranking.count, int((actions == "relabel").sum()), ranking.score.size, rate, files)
     if e.clean_label is not None:
         truly = e.given_label != e.clean_label
         report.precision = precision_recall(ranking.score, truly, ranking.count)[0]
