@@ -3,7 +3,7 @@
     python scripts/corrupt_checkpoints.py --corruptions 500 --seed 20261201
     python scripts/corrupt_checkpoints.py --corruptions 40 --quick     # the suite's version
 
-Trains a tiny run (mnist-mini, 2 epochs, so that checkpoint.pt and checkpoint.prev.pt exist) and a
+Trains a tiny run (mnist-mini, or with --quick the 300-image example set; 2 epochs, so that checkpoint.pt and checkpoint.prev.pt exist) and a
 second run with another seed, then, ``--corruptions`` times, damages a copy of the run folder at
 random: byte flips anywhere (the checksum tag included), truncation at any length, the other run's
 checkpoint copied in, a valid torch file of something else (with a correct checksum), an empty
@@ -35,8 +35,11 @@ from cdr_fast.training import RunFolder, Trainer, TrainConfig  # noqa: E402
 KINDS = ("flip", "flip_tag", "truncate", "foreign", "other_torch_file", "empty", "text")
 
 
-def train(folder: Path, seed: int) -> None:
-    config = TrainConfig(method="cdr_aux", epochs=2, batch_size=512, engine="reference", seed=seed, milestones=[1])
+def train(folder: Path, seed: int, quick: bool) -> None:
+    """A real run of 2 epochs (mnist-mini; --quick: the 300-image example set)."""
+    data = dict(dataset="npz", data_dir=str(REPO / "tests" / "data" / "tiny.npz"), tau=0.3) if quick else {}
+    config = TrainConfig(method="cdr_aux", epochs=2, batch_size=64 if quick else 512, engine="reference", seed=seed,
+                         milestones=[1], **data)
     Trainer(config, RunFolder(folder), progress=False, log=lambda line: None).fit()
 
 
@@ -92,14 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corruptions", type=int, default=200)
     p.add_argument("--seed", type=int, default=20261201)
-    p.add_argument("--quick", action="store_true", help="(the suite's version: the same, fewer corruptions)")
+    p.add_argument("--quick", action="store_true", help="train on the 300-image example set (the suite's version)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        train(tmp / "run", seed=1)
-        train(tmp / "other", seed=2)
+        train(tmp / "run", seed=1, quick=args.quick)
+        train(tmp / "other", seed=2, quick=args.quick)
         expected = RunFolder(tmp / "run")._verified(previous(tmp / "run" / "checkpoint.pt"))
         accepted = []
         for _ in range(args.corruptions):
