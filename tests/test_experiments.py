@@ -11,6 +11,7 @@ import numpy as np
 
 import pytest
 
+from cdr_fast.detection import DETECTORS
 from cdr_fast.experiments import cli as experiments
 from cdr_fast.experiments.grid import Cell, run_grid
 from cdr_fast.experiments.report import curve_over_seeds, figure_memorisation, table1_markdown
@@ -204,7 +205,8 @@ def test_detection_benchmark_recomputes_what_each_run_measured(tmp_path):
         mine = [{k: v for k, v in r.items() if k not in ("dataset", "noise_type", "noise_rate", "seed")}
                 for r in rows if int(r["seed"]) == seed and float(r["noise_rate"]) == rate]
         assert mine == measured
-        assert [r["epoch"] for r in measured] == ["1"] * 5 + ["2"] * 5 + ["final"] * 5
+        detectors = len(DETECTORS)  # every registry entry, AUX's offsets included (a CDR+AUX cell)
+        assert [r["epoch"] for r in measured] == ["1"] * detectors + ["2"] * detectors + ["final"] * detectors
         assert len(list((run / "evidence").glob("epoch_*.npz"))) == 2
     table = (tmp_path / "detection.md").read_text()
     assert "| mnist-mini | pairflip | 40% | 2 |" in table and "| mnist-mini | pairflip | 20% | 1 |" in table
@@ -212,10 +214,9 @@ def test_detection_benchmark_recomputes_what_each_run_measured(tmp_path):
     # K-fold: the same cell's detectors on in-sample and on 2-fold out-of-sample probabilities
     kfold = list(csv.DictReader((tmp_path / "kfold.csv").open()))
     assert [(r["probabilities"], r["detector"]) for r in kfold] == [
-        (reading, d) for reading in ("in-sample", "2-fold") for d in ("small_loss", "confident_learning",
-                                                                      "accumulated_margin", "adaptive_posterior")]
+        (reading, d) for reading in ("in-sample", "2-fold") for d in DETECTORS if d != "aux_offsets"]
     in_sample = {r["detector"]: r for r in kfold if r["probabilities"] == "in-sample"}
-    from cdr_fast.detection import DETECTORS, average_precision, load_evidence
+    from cdr_fast.detection import average_precision, load_evidence
 
     e = load_evidence(runs[0])  # the in-sample reading is the run's own final one, on the examples it trained on
     y, wrong, probs = e.given_label[e.trained], e.truly_noisy[e.trained], e.probs[e.trained]

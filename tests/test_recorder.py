@@ -164,7 +164,7 @@ def test_an_aux_runs_recorded_probabilities_exclude_the_offsets(tmp_path):
 
 def test_the_registry_names_every_detector_once_and_refuses_an_unknown_one():
     assert list(DETECTORS) == ["small_loss", "confident_learning", "aux_offsets", "accumulated_margin",
-                               "adaptive_posterior"]
+                               "adaptive_posterior", "small_loss_or_posterior"]
     with pytest.raises(ValueError, match="unknown detector 'nope'; valid choices: small_loss, confident_learning"):
         get_detector("nope")
     rng = np.random.default_rng(1)
