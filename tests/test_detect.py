@@ -404,3 +404,25 @@ def test_the_detectors_work_block_by_block_with_the_same_answer(monkeypatch, fre
             np.testing.assert_array_equal(got.score, whole[name].score, err_msg=name)
             np.testing.assert_array_equal(got.suggested, whole[name].suggested, err_msg=name)
     assert scores.as_probabilities(p) is p
+
+
+def test_the_regime_at_its_boundaries_and_with_two_classes():
+    from cdr_fast.detection.adaptive import STRUCTURED, SYMMETRIC, regime_of
+
+    assert regime_of(STRUCTURED, 10) == "class-structured"
+    assert regime_of(np.nextafter(STRUCTURED, np.inf), 10) == "instance"
+    assert regime_of(SYMMETRIC * 9, 10) == "symmetric"
+    assert regime_of(np.nextafter(SYMMETRIC * 9, 0), 10) == "instance"
+    assert regime_of(float("nan"), 10) == "symmetric"  # no flips: small loss's ranking
+    # two classes: every flip has the one other class as its target, and 1 >= 0.75 * (2 - 1)
+    assert regime_of(flip_targets(np.array([[0.45, 0.1], [0.05, 0.4]])), 2) == "symmetric"
+
+
+def test_the_flip_target_statistic_weighs_classes_by_their_flip_mass():
+    """True class 0 sends 0.2 of mass to one class (1 target); true class 1 sends 0.05, split
+    evenly over two (2 targets); class 2 does not flip: (0.2 * 1 + 0.05 * 2) / 0.25 = 1.2. An
+    unweighted mean over the flipping classes would say 1.5."""
+    joint = np.array([[0.10, 0.025, 0.0],
+                      [0.20, 0.25, 0.0],
+                      [0.00, 0.025, 0.40]])  # [given, true]: column j is true class j
+    assert flip_targets(joint) == pytest.approx(1.2)
