@@ -27,6 +27,7 @@ try:
     from cdr_fast.data import DATASETS, DatasetError, load_dataset
     from cdr_fast.trained import predict_probabilities, renormalised, run_config
     from cdr_fast.training import signals
+    from cdr_fast.training.config import default_workers, memory_budget, resolve_device
     from cdr_fast.training.flags import HelpFormatter
 except KeyboardInterrupt as stop:
     early_signals.exit_while_starting(stop)
@@ -53,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.out, args.device)
         dataset = args.dataset or config["dataset"]
         data_dir = args.data_dir if args.dataset or args.data_dir else config.get("data_dir")
-        data = load_dataset(dataset, data_dir, config.get("image_size"))
+        device = resolve_device(args.device)  # a folder too large for the device is streamed, as train.py does
+        data = load_dataset(dataset, data_dir, config.get("image_size"), stream=None,
+                            memory_budget=memory_budget(device, None), workers=default_workers())
+        if data.streamed is not None:
+            print(f"streaming the images from their files: {data.streamed}", file=sys.stderr)
         images = data.test_images if args.split == "test" else data.train_images
         if tuple(images.shape[1:]) != tuple(config["input_shape"]):
             raise ValueError(f"{dataset} examples are {tuple(images.shape[1:])}, but the run's network takes "

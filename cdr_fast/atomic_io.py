@@ -8,8 +8,9 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -17,11 +18,16 @@ import torch
 def write_bytes_atomic(path: Path, data: bytes, keep_previous: Path | None = None) -> None:
     """Write to a temporary file beside ``path``, fsync it, then rename it over ``path`` (first
     renaming the file it replaces to ``keep_previous``, if given). A failed write changes nothing."""
+    write_atomic(path, lambda f: f.write(data), keep_previous)
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], Any], keep_previous: Path | None = None) -> None:
+    """``write_bytes_atomic`` for a writer that streams into the open file (nothing held in memory)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         if keep_previous is not None and path.exists():

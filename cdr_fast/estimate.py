@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checks import check_positive_int
+from .data.batches import Examples, batches
+from .trained import predict_probabilities
 
 ANCHOR_QUANTILE = 0.97
 
@@ -73,14 +75,7 @@ def snapshot_steps(steps: int, snapshots: int) -> list[int]:
     return sorted({round(first + (steps - first) * j / (snapshots - 1)) for j in range(snapshots)})
 
 
-@torch.no_grad()
-def predict_probabilities(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
-    """Softmax probabilities (n, c) of ``model`` in eval mode; leaves the model in eval mode."""
-    model.eval()
-    return torch.cat([F.softmax(model(images[i : i + batch_size]), 1) for i in range(0, images.shape[0], batch_size)])
-
-
-def warm_up_probabilities(model: nn.Module, images: Tensor, labels: Tensor, *, steps: int, batch_size: int,
+def warm_up_probabilities(model: nn.Module, images: Examples, labels: Tensor, *, steps: int, batch_size: int,
                           lr: float, momentum: float, weight_decay: float, seed: int, snapshots: int = 5,
                           eval_batch_size: int = 256) -> Tensor:
     """Train ``model`` (in place) for ``steps`` steps of plain SGD on the noisy labels (reshuffling
@@ -97,22 +92,23 @@ def warm_up_probabilities(model: nn.Module, images: Tensor, labels: Tensor, *, s
     check_positive_int("snapshots", snapshots)
     at = set(snapshot_steps(steps, snapshots))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    gen = torch.Generator(device=images.device).manual_seed(seed)
+    device = labels.device
+    gen = torch.Generator(device=device).manual_seed(seed)
     n = images.shape[0]
     total: Tensor | None = None
     done = 0
     while done < steps:
-        order = torch.randperm(n, generator=gen, device=images.device)
+        order = torch.randperm(n, generator=gen, device=device)
         model.train()
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
+        index = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+        for idx, x in zip(index, batches(images, index, device)):
+            loss = F.cross_entropy(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             done += 1
             if done in at:
-                probs = predict_probabilities(model, images, eval_batch_size)
+                probs = torch.from_numpy(predict_probabilities(model, images, eval_batch_size)).to(device)
                 total = probs if total is None else total.add_(probs)
                 model.train()
             if done == steps:

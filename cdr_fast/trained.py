@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .atomic_io import load_checkpoint, previous
+from .data.batches import Examples, batches, ranges
+from .data.files import ImageFiles
 from .models import build_model
 
 
@@ -50,22 +52,34 @@ def load_model(run_folder: str | Path, device: str | torch.device = "cpu") -> nn
     raise ValueError(f"{folder}: no usable checkpoint ({'; '.join(errors)})")
 
 
-def renormalised(images: Tensor, stored: tuple[list[float], list[float]] | None,
-                 run: tuple[list[float], list[float]] | None) -> Tensor:
+def renormalised(images: Examples, stored: tuple[list[float], list[float]] | None,
+                 run: tuple[list[float], list[float]] | None) -> Examples:
     """Images normalised with a dataset's own (mean, std), ``stored``, as the run normalised its
-    inputs (``run``): ``((x * std_d + mean_d) - mean_r) / std_r``. Unchanged where either is unknown."""
+    inputs (``run``): ``((x * std_d + mean_d) - mean_r) / std_r``; image files read from now on
+    with the run's statistics. Unchanged where either is unknown."""
     if stored is None or run is None or stored == run:
         return images
+    if isinstance(images, ImageFiles):
+        mean_r, std_r = (np.asarray(v, dtype=np.float32).reshape(-1, 1, 1) for v in run)
+        return ImageFiles(images.paths, images.mode, images.image_size, images.image_shape, mean_r, std_r,
+                          images.workers)
     shape = (1, -1) + (1,) * (images.dim() - 2)
     mean_d, std_d, mean_r, std_r = (torch.tensor(v, dtype=images.dtype).view(shape) for v in (*stored, *run))
     return ((images * std_d + mean_d) - mean_r) / std_r
 
 
 @torch.no_grad()
-def predict_probabilities(model: nn.Module, images: Tensor, batch_size: int = 256) -> np.ndarray:
-    """Softmax probabilities (n x classes, float32), batch by batch, on the model's device."""
+def predict_probabilities(model: nn.Module, examples: Examples, batch_size: int = 256,
+                          out: np.ndarray | None = None) -> np.ndarray:
+    """Softmax probabilities (n x classes, float32) in eval mode, computed batch by batch on the
+    model's device and written batch by batch into ``out`` (a host array or ``np.memmap``; default:
+    a new array), so the n x classes result never sits on the device."""
     device = next(model.parameters()).device
     model.eval()
-    out = [torch.softmax(model(images[i:i + batch_size].to(device)).float(), 1).cpu()
-           for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+    n = examples.shape[0]
+    for rows, x in zip(ranges(0, n, batch_size), batches(examples, ranges(0, n, batch_size), device)):
+        p = torch.softmax(model(x).float(), 1).cpu().numpy()
+        if out is None:
+            out = np.empty((n, p.shape[1]), dtype=np.float32)
+        out[rows.start:rows.stop] = p
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)

@@ -62,8 +62,8 @@ BUGS = [
     Bug("instance_flip_inverted", "cdr_fast/noise.py", "probs[own] += 1.0 - flip", "probs[own] += flip",
         ("tests/test_noise.py",)),
     # the protocol and its metrics
-    Bug("clean_validation", "cdr_fast/training/split.py", "val_x=x[val_idx].to(device), val_y=y[val_idx].to(device)",
-        "val_x=x[val_idx].to(device), val_y=clean[val_idx].to(device)", ("tests/test_training.py",)),
+    Bug("clean_validation", "cdr_fast/training/split.py", "val_x=_placed(x, val_idx, device), val_y=y[val_idx].to(device)",
+        "val_x=_placed(x, val_idx, device), val_y=clean[val_idx].to(device)", ("tests/test_training.py",)),
     Bug("best_is_last", "cdr_fast/training/summary.py", 'best = max(history, key=lambda s: s["val_acc"])',
         "best = history[-1]", ("tests/test_training.py",)),
     Bug("memorised_against_clean", "cdr_fast/training/metrics.py",

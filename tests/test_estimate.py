@@ -59,8 +59,8 @@ def test_warm_up_probabilities_are_the_mean_of_its_snapshots(monkeypatch, fresh_
     real = estimate.predict_probabilities
 
     def recording(*args, **kwargs):
-        taken.append(real(*args, **kwargs))
-        return taken[-1].clone()  # the caller may sum into what it gets
+        taken.append(torch.from_numpy(real(*args, **kwargs)))
+        return taken[-1].numpy().copy()  # the caller may sum into what it gets
 
     monkeypatch.setattr(estimate, "predict_probabilities", recording)
     gen = torch.Generator().manual_seed(fresh_seed)

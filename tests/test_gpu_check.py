@@ -30,9 +30,14 @@ def test_the_dry_run_writes_every_section_of_the_report(tmp_path):
     assert speed["aux"] and speed["lenet_step"]["cdr_aux_fused_ms"] > 0 and speed["epoch"]["fused_vs_sgd"] > 0
     assert set(report["targets"]) == {"fused_step_at_85pct_of_copy_from_11M", "at_most_3_launches_per_cdr_step",
                                       "exact_threshold_100M_within_2_passes",
-                                      "captured_lenet_step_within_1.10x_torch_sgd"}
+                                      "captured_lenet_step_within_1.10x_torch_sgd",
+                                      "evidence_at_1.28Mx1000_within_2GB_of_device",
+                                      "evidence_at_1.28Mx1000_within_3pct_of_the_step"}
+    evidence = speed["evidence"]  # on the CPU the readings are on the "device": nothing on a GPU
+    assert evidence["recorder_device_bytes"] == 0 and evidence["readings_bytes"] == 600 * 10 * 4 * 2 + 600 * 16
+    assert evidence["plain_step_ms"] > 0 and evidence["cost_ratio"] > 0
     text = (tmp_path / "gpu_report.md").read_text()
-    assert "dry run on the CPU" in text and "## Targets" in text
+    assert "dry run on the CPU" in text and "## Targets" in text and "## The label evidence at 600 x 10" in text
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from cdr_fast.training import cli
 from cdr_fast.data import DatasetError, load_dataset
@@ -34,9 +35,10 @@ def test_folder_labels_are_the_folders():
     npz = load_dataset("npz", TINY / "tiny.npz")
     assert folder.train_clean_labels is None and folder.num_classes == 10
 
-    def pairs(data):  # both are normalised with the same training-set statistics
-        sums = data.train_images.flatten(1).double().sum(1)
-        return sorted(zip(data.train_labels.tolist(), [round(v, 3) for v in sums.tolist()]))
+    def pairs(data):  # each image's pixel sum, back on the 0-255 scale of its file
+        mean, std = (torch.tensor(v, dtype=torch.float64).reshape(-1, 1, 1) for v in data.normalisation)
+        pixels = ((data.train_images.double() * std + mean) * 255).round()
+        return sorted(zip(data.train_labels.tolist(), pixels.flatten(1).sum(1).long().tolist()))
 
     assert pairs(folder) == pairs(npz)
 
@@ -155,7 +157,7 @@ def odd_size(root):
 
 
 @pytest.mark.parametrize("damage,message", [(corrupt_image, "not a readable image"), (empty_class, "empty class folder"),
-                                            (odd_size, "image of shape (20, 20)")])
+                                            (odd_size, "image of 20x20 pixels, but the others are 28x28")])
 def test_bad_folders_are_named(tmp_path, capsys, damage, message):
     root = copy_folder(tmp_path)
     culprit = damage(root)

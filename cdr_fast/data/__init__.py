@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from ..checks import check_choice
-from .base import Dataset, DatasetError
+from .base import Dataset, DatasetError, ReadOptions
+from .files import ImageFiles
 from .builtin import NORMALISATION, load_cifar10, load_idx_dataset, load_mnist_mini
 from .user import load_folder, load_npz
 
@@ -33,31 +34,32 @@ class DatasetSpec:
     """One dataset: how to load it, and what training needs to know of it."""
 
     name: str
-    load: Callable[[str | Path | None, int | None], Dataset]  # from --data-dir (None: the loader's default
-    # places) and --image-size (None: as they are; a loader that cannot resize while decoding ignores it)
+    load: Callable[[str | Path | None, ReadOptions], Dataset]  # from --data-dir (None: the loader's default
+    # places); a loader that cannot resize while decoding ignores options.image_size (load_dataset resizes)
     user_data: bool = False  # your own data: labels taken as given, possibly noisy, no noise added by default
     augment: bool = False  # random crop and flip in training
     # asymmetric noise: each source class keeps 1 - r of its examples and sends r to its target
     asymmetric_map: dict[int, int] | None = field(default=None, hash=False)
+    streams: bool = False  # can be read from its files as batches need them (ReadOptions.stream)
 
 
-def _user(load: Callable[[Path, int | None], Dataset], what: str) -> Callable[[str | Path | None, int | None],
-                                                                                Dataset]:
-    def load_user(data_dir: str | Path | None, image_size: int | None) -> Dataset:
+def _user(load: Callable[[Path, ReadOptions], Dataset], what: str) -> Callable[[str | Path | None, ReadOptions],
+                                                                              Dataset]:
+    def load_user(data_dir: str | Path | None, options: ReadOptions) -> Dataset:
         if data_dir is None:
             raise DatasetError(f"this dataset needs --data-dir: {what}")
-        return load(Path(data_dir), image_size)
+        return load(Path(data_dir), options)
     return load_user
 
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec("mnist-mini", lambda data_dir, size: load_mnist_mini(), asymmetric_map=MNIST_ASYMMETRIC),
-    DatasetSpec("mnist", lambda data_dir, size: load_idx_dataset("mnist", data_dir), asymmetric_map=MNIST_ASYMMETRIC),
-    DatasetSpec("fashion-mnist", lambda data_dir, size: load_idx_dataset("fashion-mnist", data_dir),
+    DatasetSpec("mnist-mini", lambda data_dir, options: load_mnist_mini(), asymmetric_map=MNIST_ASYMMETRIC),
+    DatasetSpec("mnist", lambda data_dir, options: load_idx_dataset("mnist", data_dir), asymmetric_map=MNIST_ASYMMETRIC),
+    DatasetSpec("fashion-mnist", lambda data_dir, options: load_idx_dataset("fashion-mnist", data_dir),
                 asymmetric_map={0: 6, 2: 4, 5: 7, 7: 5}),
-    DatasetSpec("cifar10", lambda data_dir, size: load_cifar10(data_dir), augment=True,
+    DatasetSpec("cifar10", lambda data_dir, options: load_cifar10(data_dir), augment=True,
                 asymmetric_map={9: 1, 2: 0, 3: 5, 5: 3, 4: 7}),
-    DatasetSpec("folder", _user(load_folder, "the folder holding train/ and test/"), user_data=True),
+    DatasetSpec("folder", _user(load_folder, "the folder holding train/ and test/"), user_data=True, streams=True),
     DatasetSpec("npz", _user(load_npz, "the npz file"), user_data=True),
 )}
 BUILT_IN = tuple(name for name, spec in DATASETS.items() if not spec.user_data)
@@ -67,13 +69,19 @@ def dataset_spec(name: str) -> DatasetSpec:
     return DATASETS[check_choice("dataset", name, DATASETS)]
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int | None = None) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int | None = None, *,
+                 stream: bool | None = False, memory_budget: int | None = None, workers: int = 0) -> Dataset:
     """Load a dataset by name (see ``DATASETS``) as CPU tensors, from ``data_dir`` (nothing is
     downloaded: point ``data_dir`` at torchvision's files if you have them), its images resized to
-    ``image_size`` x ``image_size`` if given (bilinear, channels kept)."""
+    ``image_size`` x ``image_size`` if given (bilinear, channels kept). A dataset of image files can
+    be streamed instead (``ReadOptions``: ``stream``, ``memory_budget``, ``workers``)."""
     spec = dataset_spec(name)
-    data = spec.load(data_dir, image_size)
-    if image_size is not None and data.train_images.dim() == 4:
+    if stream and not spec.streams:
+        streaming = ", ".join(n for n, s in DATASETS.items() if s.streams)
+        raise DatasetError(f"dataset {name!r} cannot be streamed: streaming reads image files as batches need them "
+                           f"({streaming}); {name} loads whole")
+    data = spec.load(data_dir, ReadOptions(image_size, stream, memory_budget, workers))
+    if image_size is not None and data.streamed is None and data.train_images.dim() == 4:
         data.train_images, data.test_images = (resized(x, image_size) for x in (data.train_images, data.test_images))
     if data.normalisation is None and name in NORMALISATION:
         mean, std = NORMALISATION[name]
@@ -114,5 +122,5 @@ def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator) -
     return padded[batch, chan, rows, cols]
 
 
-__all__ = ["BUILT_IN", "DATASETS", "Dataset", "DatasetError", "DatasetSpec", "dataset_spec",
+__all__ = ["BUILT_IN", "DATASETS", "Dataset", "DatasetError", "DatasetSpec", "ImageFiles", "ReadOptions", "dataset_spec",
            "load_dataset", "random_crop_flip", "validation_split"]

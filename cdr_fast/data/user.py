@@ -9,9 +9,10 @@
 
 Images: (n, H, W), (n, H, W, C) or (n, C, H, W) arrays of uint8 (0-255) or floats (0-1), any
 channel count; feature vectors: (n, d) arrays (embeddings from a pretrained network, say). Image
-files are decoded once, with Pillow, at load time, resized to ``image_size`` if given (a folder of
-photos of mixed sizes needs it). Everything is normalised per channel (or per feature) with the
-training set's mean and standard deviation and then lives on the device like the built-in sets.
+files are decoded with Pillow, resized to ``image_size`` if given (a folder of photos of mixed
+sizes needs it): once, at load time, into tensors that live on the device like the built-in sets;
+or, streamed (``files``), on DataLoader workers as each batch needs them. Everything is
+normalised per channel (or per feature) with the training set's mean and standard deviation.
 
 The labels are taken as they are, noisy or not; synthetic noise is added only if asked for.
 Clean labels, where an npz has them, feed the clean-label metrics and the detector's scores.
@@ -26,10 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Dataset, DatasetError
+from .base import Dataset, DatasetError, ReadOptions
+from .files import ImageFiles, decode, folder_normalisation, normalised, scan_folder
 
 NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
 def _as_examples(images: np.ndarray, where: str) -> np.ndarray:
@@ -102,8 +103,8 @@ def _class_count(arrays: dict[str, np.ndarray], path: Path, train_y: np.ndarray,
     return count
 
 
-def load_npz(path: Path, image_size: int | None = None) -> Dataset:
-    """An npz dataset (its images resized afterwards by ``load_dataset`` if ``image_size`` is given)."""
+def load_npz(path: Path, options: ReadOptions = ReadOptions()) -> Dataset:
+    """An npz dataset (its images resized afterwards by ``load_dataset`` if ``options.image_size`` is given)."""
     if path.is_dir():
         raise DatasetError(f"{path}: a folder, not an npz file (for an image tree, use --dataset folder)")
     if not path.is_file():
@@ -140,61 +141,31 @@ def load_npz(path: Path, image_size: int | None = None) -> Dataset:
                    torch.from_numpy(clean) if clean is not None else None, normalisation=stats)
 
 
-def _read_split(folder: Path, classes: list[str] | None, image_size: int | None = None
-                ) -> tuple[list[np.ndarray], list[int], list[str], list[str]]:
-    from PIL import Image, UnidentifiedImageError
-
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: missing; a folder dataset holds train/<class>/ and test/<class>/ image folders")
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if classes is None:
-        classes = found
-        if not classes:
-            raise DatasetError(f"{folder}: no class folders")
-    elif set(found) - set(classes):
-        raise DatasetError(f"{folder}: class folder(s) {sorted(set(found) - set(classes))} are not in train/")
-    images, labels, names, mode, size = [], [], [], None, None
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
-            if (folder / name).is_dir() else []
-        if not files and folder.name == "train":
-            raise DatasetError(f"{folder / name}: empty class folder (no images ending in "
-                               f"{', '.join(sorted(IMAGE_SUFFIXES))})")
-        for file in files:
-            try:
-                with Image.open(file) as img:
-                    mode = mode or ("L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-                    img = img.convert(mode)
-                    if image_size is not None and img.size != (image_size, image_size):
-                        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                    array = np.asarray(img)
-            except (UnidentifiedImageError, OSError) as err:
-                raise DatasetError(f"{file}: not a readable image ({err})") from None
-            if size is None:
-                size = array.shape
-            elif array.shape != size:
-                raise DatasetError(f"{file}: image of shape {array.shape}, but the others are {size}; pass "
-                                   "--image-size N to resize every image to N x N")
-            images.append(array)
-            labels.append(label)
-            names.append(f"{folder.name}/{name}/{file.name}")
-    return images, labels, classes, names
-
-
-def load_folder(root: Path, image_size: int | None = None) -> Dataset:
-    if root.is_file():
-        raise DatasetError(f"{root}: a file, not a folder of train/<class>/ and test/<class>/ images"
-                           + (" (for an npz file, use --dataset npz)" if root.suffix == ".npz" else ""))
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such folder")
-    train_images, train_labels, classes, train_files = _read_split(root / "train", None, image_size)
-    test_images, test_labels, _, _ = _read_split(root / "test", classes, image_size)
-    if not test_images:
-        raise DatasetError(f"{root / 'test'}: no test images")
-    train_x = _as_examples(np.stack(train_images), str(root / "train"))
-    test_x = _as_examples(np.stack(test_images), str(root / "test"))
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise DatasetError(f"{root}: train images are {train_x.shape[1:]} but test images {test_x.shape[1:]}")
-    train_t, test_t, stats = _normalised(train_x, test_x)
-    return Dataset("folder", train_t, torch.tensor(train_labels), test_t, torch.tensor(test_labels), len(classes),
-                   class_names=classes, train_files=train_files, normalisation=stats)
+def load_folder(root: Path, options: ReadOptions = ReadOptions()) -> Dataset:
+    """A folder dataset (see ``files``), decoded into memory, or streamed from its files with
+    ``options.stream`` (None: when the images as float32 tensors would take more than half of
+    ``options.memory_budget``; the dataset's ``streamed`` says why)."""
+    scan = scan_folder(root, options.image_size)
+    stream = options.stream
+    if stream is None:
+        stream = options.memory_budget is not None and 2 * scan.image_bytes > options.memory_budget
+    train_y, test_y = torch.tensor(scan.train.labels), torch.tensor(scan.test.labels)
+    if stream:
+        mean, std = folder_normalisation(scan, workers=options.workers)
+        train_x, test_x = (ImageFiles(split.paths, scan.mode, scan.image_size, scan.shape, mean, std, options.workers)
+                           for split in (scan.train, scan.test))
+        why = "as asked (--stream)" if options.stream else (
+            f"the images as float32 would take {scan.image_bytes / 2**30:.1f} GiB, more than half of the "
+            f"{options.memory_budget / 2**30:.1f} GiB the run may use")
+        streamed = f"{why}; decoding on {options.workers or 'no'} worker process(es)"
+    else:
+        train_raw = [decode(p, scan.mode, scan.image_size) for p in scan.train.paths]
+        mean, std = folder_normalisation(scan, decoded=train_raw)
+        train_x = torch.from_numpy(normalised(np.stack(train_raw), mean, std))
+        del train_raw
+        test_x = torch.from_numpy(normalised(np.stack([decode(p, scan.mode, scan.image_size) for p in scan.test.paths]),
+                                             mean, std))
+        streamed = None
+    stats = (mean.reshape(-1).tolist(), std.reshape(-1).tolist())
+    return Dataset("folder", train_x, train_y, test_x, test_y, len(scan.classes), class_names=scan.classes,
+                   train_files=scan.train.names, normalisation=stats, streamed=streamed)

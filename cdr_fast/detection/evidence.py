@@ -34,15 +34,15 @@ it ``probs`` (or ``probs_mean``) and ``given_label``.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic_io import write_bytes_atomic
+from ..atomic_io import write_atomic
 
 EVIDENCE_FILE = "evidence.npz"
+FLOAT_ARRAYS = ("probs", "probs_mean", "margin_mean", "probs_ema", "aux_offsets")
 
 @dataclass
 class Evidence:
@@ -63,6 +63,12 @@ class Evidence:
     flag_rate: float = float("nan")
 
     def __post_init__(self) -> None:
+        # float32, as the file stores them: a run's own detectors read what find_labels.py reads,
+        # and at ImageNet's size (1.28M x 1,000) each array is 5 GB, not 10
+        for name in FLOAT_ARRAYS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, np.asarray(value, dtype=np.float32))
         n = self.given_label.shape[0]
         if self.trained is None:
             self.trained = np.ones(n, dtype=bool)
@@ -81,10 +87,9 @@ class Evidence:
 
     def save(self, path: Path) -> None:
         arrays = {"index": self.index.astype(np.int64), "given_label": self.given_label.astype(np.int64),
-                  "probs": self.probs.astype(np.float32), "probs_mean": self.probs_mean.astype(np.float32),
-                  "margin_mean": self.margin_mean.astype(np.float32), "probs_ema": self.probs_ema.astype(np.float32),
-                  "trained": np.asarray(self.trained, dtype=bool), "epochs": np.int64(self.epochs),
-                  "flag_rate": np.float64(self.flag_rate)}
+                  "probs": self.probs, "probs_mean": self.probs_mean, "margin_mean": self.margin_mean,
+                  "probs_ema": self.probs_ema, "trained": np.asarray(self.trained, dtype=bool),
+                  "epochs": np.int64(self.epochs), "flag_rate": np.float64(self.flag_rate)}
         if self.class_names is not None:
             arrays["class_names"] = np.asarray(self.class_names, dtype=str)
         if self.files is not None:
@@ -92,14 +97,13 @@ class Evidence:
         if self.clean_label is not None:
             arrays["clean_label"] = self.clean_label.astype(np.int64)
         if self.aux_offsets is not None:
-            arrays["aux_offsets"] = self.aux_offsets.astype(np.float32)
+            arrays["aux_offsets"] = self.aux_offsets
         save_npz_atomic(path, arrays)
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    write_bytes_atomic(Path(path), buf.getvalue())
+    """Compressed, written straight into the file (atomically): never a second copy in memory."""
+    write_atomic(Path(path), lambda f: np.savez_compressed(f, **arrays))
 
 
 def load_evidence(path: str | Path) -> Evidence:
@@ -117,12 +121,10 @@ def load_evidence(path: str | Path) -> Evidence:
     missing = {"index", "given_label", "probs", "probs_mean", "margin_mean", "probs_ema", "epochs"} - set(arrays)
     if missing:
         raise ValueError(f"{path}: not a cdr-fast evidence file (lacks {', '.join(sorted(missing))})")
-    return Evidence(index=arrays["index"], given_label=arrays["given_label"], probs=arrays["probs"].astype(np.float64),
-                    probs_mean=arrays["probs_mean"].astype(np.float64),
-                    margin_mean=arrays["margin_mean"].astype(np.float64),
-                    probs_ema=arrays["probs_ema"].astype(np.float64), epochs=int(arrays["epochs"]),
-                    clean_label=arrays.get("clean_label"),
-                    aux_offsets=arrays["aux_offsets"].astype(np.float64) if "aux_offsets" in arrays else None,
+    return Evidence(index=arrays["index"], given_label=arrays["given_label"], probs=arrays["probs"],
+                    probs_mean=arrays["probs_mean"], margin_mean=arrays["margin_mean"], probs_ema=arrays["probs_ema"],
+                    epochs=int(arrays["epochs"]), clean_label=arrays.get("clean_label"),
+                    aux_offsets=arrays.get("aux_offsets"),
                     trained=arrays["trained"].astype(bool) if "trained" in arrays else None,
                     class_names=[str(c) for c in arrays["class_names"]] if "class_names" in arrays else None,
                     files=[str(f) for f in arrays["files"]] if "files" in arrays else None,

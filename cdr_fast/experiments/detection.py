@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..atomic_io import write_bytes_atomic, write_csv_atomic
 from ..training.evidence_keeper import judging_rate
@@ -44,8 +43,7 @@ def run_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
     for path in sorted((folder / "evidence").glob("epoch_*.npz")):
         with np.load(path) as f:
             probs, offsets = f["probs"], (f["aux_offsets"] if "aux_offsets" in f.files else None)
-        recorder.epoch_probs.copy_(torch.from_numpy(probs))  # every example is recorded each epoch
-        recorder.epoch_seen.fill_(True)
+        recorder.record_probabilities(np.arange(labels.size), probs)  # every example is recorded each epoch
         recorder.end_epoch()
         epoch = recorder.evidence(labels, probs=probs, aux_offsets=offsets)
         rows += detection_rows(run_detectors(epoch), labels, clean, judging_rate(known, epoch), **key,

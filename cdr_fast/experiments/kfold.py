@@ -29,7 +29,7 @@ from ..atomic_io import write_csv_atomic
 from ..detection import EVIDENCE_FILE, Evidence, detection_rows, run_detectors
 from ..detection.scores import margin
 from ..training import Trainer, TrainConfig, prepare_data
-from ..training.evidence_keeper import eval_probabilities
+from ..trained import predict_probabilities
 from ..training.split import NoisySplit
 
 
@@ -61,8 +61,8 @@ def _train_fold(config: TrainConfig, folds: int, fold: int) -> tuple[np.ndarray,
     trainer = Trainer(config, None, progress=False, log=lambda line: None,
                       data=_subset(data, torch.from_numpy(~held_out)))
     trainer.fit()
-    return np.flatnonzero(held_out), eval_probabilities(trainer.model, data.train_x[torch.from_numpy(held_out)],
-                                                        config.eval_batch_size).cpu().numpy()
+    return np.flatnonzero(held_out), predict_probabilities(trainer.model, data.train_x[torch.from_numpy(held_out)],
+                                                           config.eval_batch_size)
 
 
 def kfold_report(run_dirs: list[Path], out: Path, folds: int = 2, workers: int = 2, log=print) -> list[dict[str, Any]]:

@@ -17,8 +17,10 @@ from .observers import Observer
 from .stopping import RunStopped, stop_agreed
 
 # 2: the optimizer state carries the threshold's sample counter; 3: the label evidence; 4: the evidence
-# of every example (the validation split too), recorded by EvidenceRecorder
-CHECKPOINT_FORMAT = 4
+# of every example (the validation split too), recorded by EvidenceRecorder; 5: the recorder folds
+# each visit at once (a format-4 checkpoint made at an epoch's end is the same and still resumes)
+CHECKPOINT_FORMAT = 5
+EPOCH_END_FORMATS = (4,)
 # --checkpoint-every in minutes becomes steps after this many steps are timed.
 TIMED_STEPS = 21
 
@@ -26,9 +28,11 @@ TIMED_STEPS = 21
 def check_compatible(state: dict[str, Any], config: TrainConfig, world_size: int) -> None:
     """A ValueError unless ``state`` (a Trainer's ``state_dict``) continues a run of ``config`` on
     ``world_size`` processes."""
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT} "
-                         "(made by another version of cdr-fast)")
+    made = state.get("format")
+    if made != CHECKPOINT_FORMAT and not (made in EPOCH_END_FORMATS and state.get("partial") is None):
+        raise ValueError(f"checkpoint format {made!r} is not {CHECKPOINT_FORMAT} (made by another version of "
+                         "cdr-fast" + (", in the middle of an epoch: resume it with that version, or start anew)"
+                                       if made in EPOCH_END_FORMATS else ")"))
     saved = dict(state["config"])
     mine = config.used_settings()
     saved["epochs"] = mine["epochs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("cdr_rdi", "CDR+RDI", cdr=True, rdi=True),
 )}
 LOSSES = ("ce", "mse")
+READING_SETTINGS = ("stream", "memory_gb", "workers")  # how the data is read: never part of a result
 DEFAULT_NOISE_TYPE, DEFAULT_NOISE_RATE = "symmetric", 0.4
 
 
@@ -72,6 +74,10 @@ class TrainConfig:
     fold: int | None = None
     folds: int | None = None
     eval_batch_size: int = 256  # measured fastest for LeNet on 2 CPU cores (1024 is ~2x slower)
+    # How the data is read; none of these changes a result (a resume may change them).
+    stream: bool | None = None  # decode image files as batches need them; None: where they would not fit
+    memory_gb: float | None = None  # memory the images may take on the device (None: what the device has)
+    workers: int | None = None  # DataLoader processes that decode a stream (None: one per core, at most 8)
 
     def __post_init__(self) -> None:
         """The defaults that depend on other settings: your own data comes with its noise, the
@@ -103,6 +109,8 @@ class TrainConfig:
         from dataclasses import asdict
 
         settings = asdict(self)
+        for key in READING_SETTINGS:
+            settings.pop(key)
         if not self.estimates_tau:
             settings.pop("tau_warmup_steps")
         for part, keys in (("aux", ("aux_lambda", "aux_lr")), ("rdi", ("rdi_lambda",)), ("cdr", ("tau",))):
@@ -134,6 +142,18 @@ class TrainConfig:
                              "estimate it): CDR's rate defaults to the noise rate, and tau 0 would train plain SGD")
         for name in ("epochs", "batch_size", "eval_batch_size", "tau_warmup_steps"):
             check_positive_int(name, getattr(self, name))
+        if self.stream is not None and not isinstance(self.stream, bool):
+            raise ValueError(f"invalid stream: {self.stream!r}; True, False or None (stream where the data would not fit)")
+        if self.stream and not DATASETS[self.dataset].streams:
+            streaming = ", ".join(name for name, spec in DATASETS.items() if spec.streams)
+            raise ValueError(f"dataset {self.dataset!r} cannot be streamed (--stream reads image files as batches need "
+                             f"them: {streaming}); it loads whole")
+        if self.memory_gb is not None:
+            check_range("memory_gb", self.memory_gb, 0.0, open_low=True)
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):
+            raise ValueError(f"invalid workers: {self.workers!r}; must be an integer >= 0 (0: decode in the training "
+                             "process)")
         for name in ("lr", "weight_decay", "aux_lambda", "aux_lr", "rdi_lambda"):
             check_range(name, getattr(self, name), 0.0)
         check_range("momentum", self.momentum, 0.0, 1.0)
@@ -151,6 +171,27 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"invalid seed: {self.seed!r}; must be an integer >= 0")
         resolve_device(self.device)
+
+
+def default_workers() -> int:
+    """DataLoader workers for a stream: one per core this process may use, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cores)
+
+
+def memory_budget(device: torch.device, memory_gb: float | None) -> int:
+    """Bytes the run's images may take on ``device``: ``memory_gb`` if given, else the device's
+    free memory (CUDA) or the host's available memory (CPU)."""
+    if memory_gb is not None:
+        return int(memory_gb * 2**30)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def resolve_device(name: str) -> torch.device:

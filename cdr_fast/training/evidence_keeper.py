@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..detection import Evidence, EvidenceRecorder
 from ..detection.count import estimated_noise_rate
+from ..trained import predict_probabilities
 from .observers import Observer, Step
 from .split import NoisySplit
 
@@ -29,16 +30,6 @@ def judging_rate(known: float, evidence: Evidence) -> float:
     return known if math.isfinite(known) else estimated_noise_rate(evidence)
 
 
-@torch.no_grad()
-def eval_probabilities(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
-    """The network's softmax probabilities in eval mode, batch by batch (float32, on the images' device)."""
-    model.eval()
-    if images.shape[0] == 0:
-        return torch.zeros(0, 0, device=images.device)
-    return torch.cat([torch.softmax(model(images[i:i + batch_size]).float(), 1)
-                      for i in range(0, images.shape[0], batch_size)])
-
-
 class EvidenceKeeper(Observer):
     """Records every epoch's per-example probabilities and writes ``evidence.npz`` (main rank).
     With ``keep_epochs`` (the benchmark's cells) each epoch's probabilities go to
@@ -47,16 +38,18 @@ class EvidenceKeeper(Observer):
     name = "evidence"
 
     def __init__(self, data: NoisySplit, device: torch.device, keep_epochs: bool = False,
-                 want_epoch_probs: bool = False) -> None:
+                 want_epoch_probs: bool = False, sharded: bool = False) -> None:
         self.data = data
         given = data.whole(data.train_y, data.val_y)
         self.given = given.cpu().numpy()
         self.clean = data.whole(data.train_clean, data.val_clean).cpu().numpy() if data.train_clean is not None else None
-        self.recorder = EvidenceRecorder(data.num_examples, data.num_classes, device, labels=given)
-        self.train_rows = data.train_index.to(device)
-        self.val_rows = data.val_index.to(device)
         self.keep_epochs = keep_epochs
         self.want_epoch_probs = want_epoch_probs or keep_epochs
+        self.recorder = EvidenceRecorder(data.num_examples, data.num_classes, device, labels=given,
+                                         keep_epoch=self.want_epoch_probs)
+        self.train_rows = data.train_index.to(device)
+        self.val_rows = data.val_index.to(device)
+        self.sharded = sharded  # under torch.distributed: each rank records its share
         self.epoch_probs: np.ndarray | None = None  # the last epoch's, where wanted ...
         self.epoch_offsets: np.ndarray | None = None  # ... and AUX's offsets after it
         self.final: Evidence | None = None  # what evidence.npz holds, once written
@@ -70,9 +63,7 @@ class EvidenceKeeper(Observer):
     def on_epoch_end(self, run, stats: dict[str, Any]) -> None:
         r = self.recorder
         if run.dist.enabled:  # each rank recorded its share of the epoch's examples
-            run.dist.all_reduce_(r.epoch_probs)  # zeros where another rank saw the example
-            seen = r.epoch_seen.to(torch.uint8)
-            r.epoch_seen.copy_(run.dist.all_reduce_(seen, "max").bool())
+            r.merge_ranks(run.dist.all_reduce_, keeps_unseen=run.dist.is_main)
         if self.want_epoch_probs:
             self.epoch_probs = r.epoch_probs.cpu().numpy().copy()  # end_epoch zeroes the buffer
             self.epoch_offsets = self.offsets(run)
@@ -91,11 +82,13 @@ class EvidenceKeeper(Observer):
         if run.folder is None:
             return
         d, batch = self.data, run.config.eval_batch_size
-        probs = d.whole(eval_probabilities(run.model, d.train_x, batch),
-                        eval_probabilities(run.model, d.val_x, batch).reshape(-1, d.num_classes))
+        # written to the host batch by batch, in the dataset's order: n x classes never on the device
+        p = np.empty((d.num_examples, d.num_classes), dtype=np.float32)
+        for split, index in ((d.train_x, d.train_index), (d.val_x, d.val_index)):
+            if index.numel():
+                p[index.numpy()] = predict_probabilities(run.model, split, batch)
         trained = np.zeros(d.num_examples, dtype=bool)
         trained[d.train_index.numpy()] = True
-        p = probs.cpu().numpy()
         self.final = self.recorder.evidence(
             self.given, probs=p, index=np.arange(d.num_examples), clean_labels=self.clean, aux_offsets=self.offsets(run),
             trained=trained, class_names=d.class_names, files=d.files)  # the flag rate: from the evidence, never --tau
@@ -108,8 +101,9 @@ class EvidenceKeeper(Observer):
         self.recorder.load_state_dict(state)
 
     def epoch_state(self) -> Any:
-        return {k: getattr(self.recorder, k).cpu() for k in EvidenceRecorder.EPOCH_KEYS}
+        # one process: the state_dict holds the epoch so far; several: each rank's own rows too
+        return self.recorder.epoch_rows() if self.sharded else None
 
     def load_epoch_state(self, state: Any) -> None:
-        for k in EvidenceRecorder.EPOCH_KEYS:
-            getattr(self.recorder, k).copy_(state[k])
+        if state is not None:
+            self.recorder.load_epoch_rows(state)

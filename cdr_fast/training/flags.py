@@ -90,6 +90,13 @@ FLAGS: dict[str, dict[str, Any]] = {
                          "which picks the reported epoch and is scored out-of-sample by the detectors; 0: no split, "
                          "the last epoch is reported"),
     "device": dict(help="auto, cpu, cuda or cuda:N"),
+    "stream": dict(action=argparse.BooleanOptionalAction, help="decode a folder's images on DataLoader workers as "
+                   "batches need them, rather than holding them all on the device (default: stream only where "
+                   "they would take more than half of --memory-gb); the results are the same either way" + DERIVED),
+    "memory_gb": dict(type=NUMBER, help="GiB of device memory the images may take (default: the device's free "
+                      "memory, or the host's available memory on the CPU)" + DERIVED),
+    "workers": dict(type=INTEGER, help="DataLoader processes decoding a stream (default: one per core, at most 8; "
+                    "0: the training process)" + DERIVED),
     "engine": dict(choices=ENGINE_CHOICES, help="auto: triton on CUDA, compiled on the CPU; reference: the "
                    "published eager step"),
 }

@@ -2,9 +2,9 @@
 protocol"), with everything else it does in observers (``observers``).
 
 Each epoch draws its order from a generator seeded by (seed, epoch), so a resumed run continues
-exactly; the dataset lives on the device as one tensor and batches are drawn by index. A step is
-the batch, the forward pass (with AUX's offsets), the loss, the backward pass and the optimizer
-step. After the epoch's last step the learning rate steps, the validation and test sets are
+exactly; the dataset lives on the device as one tensor and batches are drawn by index (or it is
+streamed, below). A step is the batch, the forward pass (with AUX's offsets), the loss, the
+backward pass and the optimizer step. After the epoch's last step the learning rate steps, the validation and test sets are
 evaluated, and the observers close the epoch: its metrics, the label evidence, the detectors'
 progress, the checkpoint, the progress line.
 
@@ -20,7 +20,7 @@ import dataclasses
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..auxiliary import AuxBias
 from ..data import dataset_spec, random_crop_flip
+from ..data.batches import batches
 from ..distributed import SINGLE, Distributed
 from ..engines import resolve_engine
 from ..estimate import NoiseEstimate
@@ -83,6 +84,8 @@ class Trainer:
 
         # the config's split, or one given (a cross-validation fold: cdr_fast.experiments.kfold)
         self.data = prepare_data(config, self.device) if data is None else data
+        if self.data.streamed is not None:
+            self.log(f"streaming the images from their files: {self.data.streamed}")
         n_train = self.data.train_x.shape[0]
         if config.batch_size > n_train:
             raise ValueError(f"batch size {config.batch_size} is larger than the training set ({n_train} examples after "
@@ -119,9 +122,10 @@ class Trainer:
         # The observers, in the order they are called (observers.py).
         self.tau = TauEstimate()
         self.metrics = TrainingMetrics(n_train, self.device)
-        judged = self.folder is not None and self.data.train_clean is not None
+        # decided alike on every rank (``folder``, not ``self.folder``): the evidence merge is collective
+        judged = folder is not None and self.data.train_clean is not None
         self.evidence = EvidenceKeeper(self.data, self.device, keep_epochs=keep_epoch_evidence,
-                                       want_epoch_probs=judged)
+                                       want_epoch_probs=judged, sharded=dist.enabled)
         self.detection = DetectionLog(self.evidence)
         self.progress = Progress(progress and dist.is_main)
         self.checkpoints = Checkpoints(checkpoint_every, checkpoint_minutes)
@@ -168,7 +172,7 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, Any]:
         """One epoch (or the rest of one a mid-epoch checkpoint holds); returns its metrics row."""
-        d, bs = self.data, self.config.batch_size
+        d = self.data
         gen = self._epoch_generator()
         order = torch.randperm(d.train_x.shape[0], generator=gen, device=self.device)
         if self._generator is not None:  # resumed mid-epoch: the generator as it was after that step
@@ -180,10 +184,7 @@ class Trainer:
             self.aux.train()
         t0 = time.perf_counter() - self._elapsed
         self._notify("on_epoch_start")
-        for start in range(self.step * bs, d.train_x.shape[0], bs):
-            batch = order[start:start + bs]
-            idx = self.dist.shard(batch)  # this rank's share: the whole batch in a single process
-            x = self._inputs(batch, idx, gen)
+        for batch, idx, x in self._batches(order, gen):
             logits = self.model(x)
             logits_aux = self.aux(logits, idx) if self.aux is not None else None
             loss = self._loss(logits_aux if logits_aux is not None else logits, d.train_y[idx], batch)
@@ -207,10 +208,18 @@ class Trainer:
         gen.manual_seed(self.config.seed * 100_003 + self.epoch)
         return gen
 
-    def _inputs(self, batch: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
+    def _batches(self, order: Tensor, gen: torch.Generator) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """The rest of the epoch's steps: each global batch of the order, this rank's share of it (the
+        whole batch in a single process) and its inputs, from the device or decoded on workers."""
+        bs = self.config.batch_size
+        global_batches = [order[start:start + bs] for start in range(self.step * bs, order.numel(), bs)]
+        shares = [self.dist.shard(batch) for batch in global_batches]
         if self.augment:  # drawn for the global batch, so the crops do not depend on the ranks
-            return random_crop_flip(self.data.train_x[batch], 4, gen)[self.dist.shard(torch.arange(batch.numel()))]
-        return self.data.train_x[idx]
+            for batch, idx in zip(global_batches, shares):
+                crops = random_crop_flip(self.data.train_x[batch], 4, gen)
+                yield batch, idx, crops[self.dist.shard(torch.arange(batch.numel()))]
+            return
+        yield from zip(global_batches, shares, batches(self.data.train_x, shares, self.device))
 
     def _loss(self, logits: Tensor, target: Tensor, batch: Tensor) -> Tensor:
         loss = loss_fn(self.config.loss, logits, target)

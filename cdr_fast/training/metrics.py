@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic_io import write_csv_atomic
+from ..data.batches import Examples, batches, ranges
 from ..distributed import SINGLE, Distributed
 from .observers import Observer, Step
 from .split import NoisySplit
@@ -127,7 +128,7 @@ class TrainingMetrics(Observer):
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, dist: Distributed = SINGLE,
+def accuracy(model: nn.Module, images: Examples, labels: Tensor, batch_size: int, dist: Distributed = SINGLE,
              on_logits=None) -> float:
     """Accuracy in percent; under torch.distributed each rank evaluates a contiguous share.
     ``on_logits(rows, logits)``, if given, sees each batch's logits (the evidence of held-out examples)."""
@@ -137,13 +138,13 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, 
     if dist.enabled:
         share = dist.shard(torch.arange(n))
         lo, hi = (int(share[0]), int(share[-1]) + 1) if share.numel() else (0, 0)
-    correct = torch.zeros((), dtype=torch.int64, device=images.device)
-    for i in range(lo, hi, batch_size):
-        end = min(i + batch_size, hi)
-        logits = model(images[i:end])
-        correct += (logits.argmax(1) == labels[i:end]).sum()
+    correct = torch.zeros((), dtype=torch.int64, device=labels.device)
+    rows = ranges(lo, hi, batch_size)
+    for r, x in zip(rows, batches(images, rows, labels.device)):
+        logits = model(x)
+        correct += (logits.argmax(1) == labels[r.start:r.stop]).sum()
         if on_logits is not None:
-            on_logits(torch.arange(i, end, device=images.device), logits)
+            on_logits(torch.arange(r.start, r.stop, device=labels.device), logits)
     if n == 0:
         return float("nan")  # no validation split
     return 100.0 * dist.all_reduce_(correct).item() / n
