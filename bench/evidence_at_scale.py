@@ -6,7 +6,8 @@ A step is a forward and backward pass and an SGD step of a small network on one 
 (``--model``, batch ``--batch-size``); the recorded step also calls ``record`` with that batch's
 logits and the next rows of a fixed random order of the 1.28M examples. Rounds alternate plain and
 recorded steps (``--steps`` each, timed on the wall clock with the device synchronised at the end),
-and the cost is the median of the per-round ratios. On a GPU the readings go to host memory
+and the cost is the median of the per-round ratios; ``record`` is also timed by itself (its
+share of the plain step is the steadier number where steps are noisy, as on a shared CPU). On a GPU the readings go to host memory
 (storage "auto"): the device holds only the batch in flight, and the fold runs on the CPU while
 the GPU works.
 
@@ -86,6 +87,18 @@ def measure(device: torch.device, examples: int, classes: int, batch: int = 256,
         plain.append(timed(False))
         recorded.append(timed(True))
     recorder.flush()
+    logits = net(x).detach()
+    alone = []  # record() by itself, synchronised: the host fold is in it on every path
+    for _ in range(rounds):
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            i = at[0] % (examples // batch)
+            at[0] += 1
+            recorder.record(order[i * batch:(i + 1) * batch], logits)
+        recorder.flush()
+        sync(device)
+        alone.append((time.perf_counter() - t) / steps)
     ratios = sorted(r / p for p, r in zip(plain, recorded))
     return {
         "examples": examples, "classes": classes, "batch": batch, "model": model, "input": list(shape),
@@ -97,6 +110,8 @@ def measure(device: torch.device, examples: int, classes: int, batch: int = 256,
         "setup_s": setup_s,
         "plain_step_ms": statistics.median(plain) * 1e3, "recorded_step_ms": statistics.median(recorded) * 1e3,
         "cost_ratio": statistics.median(ratios), "cost_ratios": ratios,
+        "record_ms": statistics.median(alone) * 1e3,
+        "record_share_of_plain_step": statistics.median(alone) / statistics.median(plain),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
 

@@ -132,19 +132,20 @@ def run_train_pair(report: dict, dry: bool, device) -> bool:
     data = (["--dataset", "npz", "--data-dir", str(REPO / "tests" / "data" / "tiny.npz"), "--noise-type", "symmetric",
              "--noise-rate", "0.3", "--batch-size", "64", "--epochs", "1"] if dry else
             ["--dataset", "mnist-mini", "--epochs", "3"])
+    import csv
+
     histories = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for engine in ("triton", "reference"):
-            out = Path(tmp) / engine
-            done = subprocess.run([sys.executable, "train.py", *data, "--method", "cdr_aux", "--engine", engine,
-                                   "--device", device.type, "--no-progress", "--out", str(out)], cwd=REPO,
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                report["correctness"]["train_py"] = {"ok": False, "error": f"{engine}: {done.stderr[-2000:]}"}
+        runs = {engine: subprocess.Popen([sys.executable, "train.py", *data, "--method", "cdr_aux", "--engine", engine,
+                                          "--device", device.type, "--no-progress", "--out", str(Path(tmp) / engine)],
+                                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for engine in ("triton", "reference")}  # side by side: each is small
+        for engine, proc in runs.items():
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                report["correctness"]["train_py"] = {"ok": False, "error": f"{engine}: {err[-2000:]}"}
                 return False
-            import csv
-
-            histories[engine] = list(csv.DictReader(open(out / "metrics.csv")))
+            histories[engine] = list(csv.DictReader(open(Path(tmp) / engine / "metrics.csv")))
     rows = []
     ok = True
     for fused, ref in zip(histories["triton"], histories["reference"], strict=True):

@@ -36,6 +36,7 @@ NOISE: dict[str, NoiseType] = {n.name: n for n in (
     NoiseType("symmetric"),
     NoiseType("random_matrix", seeded_matrix=True),  # each class flips to 2 or 3 random others, unevenly
     NoiseType("class_dependent", seeded_matrix=True),  # half the classes clean, the others twice as noisy
+    NoiseType("confusion", needs_features=True),  # towards the classes a quick model confuses each class with
     NoiseType("none"),
 )}
 NOISE_TYPES = tuple(NOISE)
@@ -119,6 +120,9 @@ def transition_matrix(noise_type: str, rate: float, num_classes: int, dataset: s
         return t
     if noise_type == "instance":
         raise ValueError("instance noise has no fixed transition matrix; it depends on each example's features")
+    if noise_type == "confusion":
+        raise ValueError("confusion noise's transition matrix comes from the data: confusion_transition(labels, "
+                         "features, rate, num_classes)")
     check_choice("noise type", noise_type, NOISE_TYPES)
     raise AssertionError(f"noise type {noise_type!r} is registered but has no generator")
 
@@ -162,6 +166,33 @@ def instance_probabilities(
     return probs
 
 
+def confusion_transition(labels: Tensor, features: Tensor, rate: float, num_classes: int) -> Tensor:
+    """``confusion`` noise's transition matrix: each class keeps 1 - rate and sends rate to the
+    classes a quickly trained model confuses it with, in proportion to how often it does. The model
+    is the nearest class mean on the standardised, flattened features (closed form, float64: no
+    seed and no training loop, so the same data gives the same matrix anywhere). A class it never
+    confuses sends rate evenly to the others. The flips go towards look-alike classes, as people's
+    labelling mistakes tend to, rather than to a fixed partner or uniformly."""
+    rate = check_rate(rate)
+    c, n = num_classes, labels.shape[0]
+    x = features.reshape(n, -1).to(torch.float64)
+    x = (x - x.mean(0)) / (x.std(0, correction=0) + 1e-8)
+    counts = torch.bincount(labels, minlength=c).to(torch.float64)
+    means = torch.zeros(c, x.shape[1], dtype=torch.float64).index_add_(0, labels, x) / counts.clamp(min=1)[:, None]
+    # ||x - m||^2 up to the row's own ||x||^2; a class with no example is never the nearest
+    distance = (means * means).sum(1)[None, :] - 2.0 * x @ means.T
+    distance[:, counts == 0] = math.inf
+    predicted = distance.argmin(1)
+    confused = torch.zeros(c, c, dtype=torch.float64)
+    confused.index_put_((labels, predicted), torch.ones(n, dtype=torch.float64), accumulate=True)
+    confused.fill_diagonal_(0.0)
+    never = confused.sum(1) == 0
+    confused[never] = 1.0
+    confused.fill_diagonal_(0.0)
+    t = rate * confused / confused.sum(1, keepdim=True).clamp(min=1e-300)
+    return t + torch.diag(1.0 - t.sum(1))
+
+
 def noisify(
     labels: Tensor | np.ndarray,
     noise_type: str,
@@ -182,7 +213,7 @@ def noisify(
         num_classes: number of classes c.
         seed: seed of the draw; the same seed gives the same labels.
         features: (n, ...) inputs, needed by ``instance`` noise (the CDR code uses the
-            normalised images, flattened).
+            normalised images, flattened) and ``confusion`` noise.
         dataset: dataset name, whose class map ``asymmetric`` noise follows (``cdr_fast.data``).
         class_map: ``asymmetric`` noise's map (source class -> target), instead of the dataset's.
     """
@@ -196,10 +227,14 @@ def noisify(
 
     if noise_type == "none" or rate == 0.0:
         noisy = clean.clone()
-    elif noise_type == "instance":
+    elif NOISE[noise_type].needs_features:
         if features is None or features.shape[0] != clean.shape[0]:
-            raise ValueError("instance noise needs features with one row per label")
-        noisy = _sample_rows(instance_probabilities(clean, features.cpu(), rate, num_classes, generator), generator)
+            raise ValueError(f"{noise_type} noise needs features with one row per label")
+        if noise_type == "instance":
+            probs = instance_probabilities(clean, features.cpu(), rate, num_classes, generator)
+        else:
+            probs = confusion_transition(clean, features.cpu(), rate, num_classes)[clean]
+        noisy = _sample_rows(probs, generator)
     else:
         t = transition_matrix(noise_type, rate, num_classes, dataset, class_map, seed=seed)
         noisy = _sample_rows(t[clean], generator)

@@ -13,12 +13,12 @@ outside FSDP2 (the AUX table, replicated) step as in ``FlatState`` (``cdr_fast.a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributed.tensor import DTensor
 
 from .aux_rows import SparseTables, has_sparse_grad
 from .cdr_rule import KEEP_NOTHING, plan_step
@@ -28,12 +28,15 @@ from .engines import Engine
 
 
 def is_sharded(p: Tensor) -> bool:
-    return isinstance(p, DTensor)
+    """Whether ``p`` is a DTensor. Only fully_shard makes them, and it has imported
+    torch.distributed.tensor by then: importing it here would cost every process 0.6 s at start."""
+    dtensor = sys.modules.get("torch.distributed.tensor")
+    return dtensor is not None and isinstance(p, dtensor.DTensor)
 
 
 def local_flat(t: Tensor) -> Tensor:
     """This rank's shard of a DTensor (or a plain tensor) as a flat view of its storage."""
-    shard = t.to_local() if isinstance(t, DTensor) else t
+    shard = t.to_local() if is_sharded(t) else t
     if not shard.is_contiguous():
         raise ValueError(f"a local shard of shape {tuple(shard.shape)} is not contiguous; CDRSGD steps on "
                          "fully_shard's dim-0 shards, which are")

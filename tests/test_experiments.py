@@ -87,16 +87,17 @@ def test_small_grid_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_cell_continues_from_its_checkpoint(tmp_path):
-    config = TrainConfig(method="cdr", dataset="mnist-mini", epochs=3, milestones=[2], batch_size=64, engine="auto")
+    # epoch 2 runs after the milestone: the resumed cell must bring the scheduler's state along
+    config = TrainConfig(method="cdr", dataset="mnist-mini", epochs=2, milestones=[1], batch_size=64, engine="auto")
     # The uninterrupted run goes through the grid too: the same single-threaded worker, since the
     # thread count changes the order of reductions in conv backward.
-    expected = run_grid([Cell("straight", config)], tmp_path / "straight", workers=1, log=lambda s: None)["straight"]
-    # The "interrupted" cell: one epoch done and checkpointed, no summary.
+    # With it, in the same grid, the "interrupted" cell: one epoch done and checkpointed, no summary.
     runs = tmp_path / "runs"
-    run_grid([Cell("cell", TrainConfig(**{**config.__dict__, "epochs": 1}))], runs, workers=1, log=lambda s: None)
+    expected = run_grid([Cell("straight", config), Cell("cell", TrainConfig(**{**config.__dict__, "epochs": 1}))],
+                        runs, workers=1, log=lambda s: None)["straight"]
     (runs / "cell" / "summary.json").unlink()
     summaries = run_grid([Cell("cell", config)], runs, workers=1, log=lambda s: None)
-    assert len(list(csv.DictReader((runs / "cell" / "metrics.csv").open()))) == 3
+    assert len(list(csv.DictReader((runs / "cell" / "metrics.csv").open()))) == 2
     for key in ("test_acc_last", "best_val_epoch", "test_acc_at_best_val", "memorised_noisy_last"):
         assert summaries["cell"][key] == expected[key]
 

@@ -86,7 +86,8 @@ def test_instance_noise_depends_on_features(mnist, fresh_seed, rate):
     torch.testing.assert_close(t.sum(1), torch.ones(10, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("noise_type", ["symmetric", "pairflip", "instance", "random_matrix", "class_dependent"])
+@pytest.mark.parametrize("noise_type", ["symmetric", "pairflip", "instance", "random_matrix", "class_dependent",
+                                        "confusion"])
 def test_seeded_and_reproducible(mnist_mini, noise_type):
     y, x = mnist_mini.train_labels, mnist_mini.train_images
     a = noisify(y, noise_type, 0.4, 10, 3, features=x)
@@ -160,3 +161,46 @@ def test_class_dependent_noise_leaves_half_the_classes_clean(mnist, fresh_seed):
     flipped = noisy != mnist.train_labels
     assert not flipped[torch.isin(mnist.train_labels, torch.nonzero(clean).flatten())].any()
     assert abs(realised - 0.2) < 0.03  # classes differ in size, so about the rate
+
+
+def test_confusion_noise_follows_the_nearest_class_mean(fresh_seed):
+    """Hand-made classes: 0 and 1 overlap, 2 lies far off, 3 has no example. Class 0 flips only
+    to 1 and 1 only to 0, in proportion to how often each is taken for the other; class 2, never
+    confused, flips evenly; the matrix equals a brute-force nearest-mean count."""
+    from cdr_fast.noise import confusion_transition
+
+    gen = torch.Generator().manual_seed(fresh_seed)
+    y = torch.tensor([0] * 40 + [1] * 40 + [2] * 20)
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0], [40.0, 40.0]], dtype=torch.float64)
+    x = centres[y] + torch.randn(100, 2, generator=gen, dtype=torch.float64)
+    rate = 0.3
+    t = confusion_transition(y, x, rate, 4)
+    torch.testing.assert_close(t.sum(1), torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(t.diagonal()[:3], torch.full((3,), 1 - rate, dtype=torch.float64))
+    assert t[0, 2] == t[0, 3] == t[1, 2] == t[1, 3] == 0.0
+    assert t[0, 1].item() == pytest.approx(rate) and t[1, 0].item() == pytest.approx(rate)
+    torch.testing.assert_close(t[2], torch.tensor([0.1, 0.1, 0.7, 0.1], dtype=torch.float64))
+    torch.testing.assert_close(t[3], torch.tensor([0.1, 0.1, 0.1, 0.7], dtype=torch.float64))  # no example: evenly
+    # brute force, example by example, with a weight on the confusions: 3 classes that all mix
+    y = torch.arange(60) % 3
+    x = torch.randn(60, 3, generator=gen, dtype=torch.float64) + torch.tensor([0.0, 0.5, 1.0],
+                                                                              dtype=torch.float64)[y][:, None]
+    z = (x - x.mean(0)) / (x.std(0, correction=0) + 1e-8)
+    means = torch.stack([z[y == k].mean(0) for k in range(3)])
+    counts = torch.zeros(3, 3, dtype=torch.float64)
+    for xi, yi in zip(z, y):
+        counts[yi, int(((means - xi) ** 2).sum(1).argmin())] += 1
+    counts.fill_diagonal_(0)
+    expected = 0.2 * counts / counts.sum(1, keepdim=True)
+    expected += torch.diag(1 - expected.sum(1))
+    torch.testing.assert_close(confusion_transition(y, x, 0.2, 3), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_confusion_noise_on_digits_flips_about_the_rate_towards_look_alikes(mnist_mini, fresh_seed):
+    noisy, realised, _ = noisify(mnist_mini.train_labels, "confusion", 0.3, 10, fresh_seed,
+                                 features=mnist_mini.train_images)
+    assert abs(realised - 0.3) < 0.03
+    with pytest.raises(ValueError, match="confusion noise needs features"):
+        noisify(mnist_mini.train_labels, "confusion", 0.3, 10, fresh_seed)
+    with pytest.raises(ValueError, match="comes from the data"):
+        transition_matrix("confusion", 0.3, 10)

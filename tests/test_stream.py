@@ -169,10 +169,10 @@ def test_prediction_on_streamed_images_is_the_in_memory_prediction(fresh_seed, t
     from cdr_fast.trained import predict_probabilities, renormalised
 
     photos = photo_folder(tmp_path / "photos", np.random.default_rng(fresh_seed))
-    whole = load_dataset("folder", photos, 16)
-    streamed = load_dataset("folder", photos, 16, stream=True, workers=2)
+    whole = load_dataset("folder", photos, 28)
+    streamed = load_dataset("folder", photos, 28, stream=True, workers=1)
     torch.manual_seed(fresh_seed)
-    model = build_model("resnet18", 3, (3, 16, 16))
+    model = build_model("lenet", 3, (3, 28, 28))
     assert whole.train_images.is_contiguous()  # not channels-last in memory: convolutions would round otherwise
     np.testing.assert_array_equal(predict_probabilities(model, streamed.train_images, 5),
                                   predict_probabilities(model, whole.train_images, 5))

@@ -217,8 +217,8 @@ def run_cli(*args, timeout=600):  # a hang guard, not a speed test
 
 @pytest.mark.slow
 def test_cli_resume_after_kill_is_bit_identical(tmp_path):
-    # killed in epoch 2 of 3, resumed across the learning-rate milestone at 2
-    flags = ["--epochs", "3", "--milestones", "2", "--batch-size", "64", "--method", "cdr_aux", "--reference",
+    # killed in epoch 2 of 2, resumed across the learning-rate milestone at 1
+    flags = ["--epochs", "2", "--milestones", "1", "--batch-size", "128", "--method", "cdr_aux", "--fused",
              "--no-progress"]
     done = run_cli(*flags, "--out", str(tmp_path / "straight"))
     assert done.returncode == 0, done.stderr
@@ -520,3 +520,20 @@ def test_a_read_only_run_folder_is_one_line(tmp_path, capsys):
     finally:
         out.chmod(0o755)
     assert "cannot claim the run folder" in capsys.readouterr().err
+
+
+def test_a_format_4_checkpoint_resumes_at_an_epoch_end_but_not_mid_epoch(tmp_path):
+    """Format 5 changed only how the evidence records within an epoch: a format-4 checkpoint made at
+    an epoch's end holds the same state and resumes; one made mid-epoch is refused in one line."""
+    from cdr_fast.training.checkpoint import CHECKPOINT_FORMAT, check_compatible
+
+    config = small(epochs=2)
+    trainer = quiet(config, tmp_path)
+    trainer.train_epoch()
+    state = trainer.state_dict()
+    assert state["format"] == CHECKPOINT_FORMAT == 5
+    check_compatible({**state, "format": 4}, config, 1)
+    with pytest.raises(ValueError, match="checkpoint format 4 is not 5 .*in the middle of an epoch"):
+        check_compatible({**state, "format": 4, "partial": {"step": 3}}, config, 1)
+    with pytest.raises(ValueError, match=r"checkpoint format 3 is not 5 \(made by another version of cdr-fast\)$"):
+        check_compatible({**state, "format": 3}, config, 1)

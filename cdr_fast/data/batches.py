@@ -14,8 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .errors import DatasetError
-from .files import ImageFiles, from_worker
+from .files import ImageFiles, worker_batches
 
 Examples = Tensor | ImageFiles
 PREFETCH = 4  # batches each worker decodes ahead
@@ -51,8 +50,5 @@ def batches(examples: Examples, index_batches: Sequence[Tensor | range], device:
     loader = torch.utils.data.DataLoader(examples, batch_sampler=lists, num_workers=workers,
                                          pin_memory=device.type == "cuda", generator=torch.Generator(),
                                          prefetch_factor=PREFETCH if workers else None)
-    try:
-        for x in loader:
-            yield x.to(device, non_blocking=True)
-    except DatasetError as err:  # raised in a worker: DataLoader wraps it in the worker's traceback
-        raise from_worker(err) from None
+    for x in worker_batches(loader):
+        yield x.to(device, non_blocking=True)

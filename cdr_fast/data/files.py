@@ -14,8 +14,10 @@ many, so a dataset larger than memory is not decoded twice at start).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -207,19 +209,26 @@ def folder_normalisation(scan: FolderScan, decoded: list[np.ndarray] | None = No
     raw = _RawFiles([scan.train.paths[i] for i in sample], scan.mode, scan.image_size)
     loader = torch.utils.data.DataLoader(raw, batch_size=64, num_workers=workers, collate_fn=list,
                                          generator=torch.Generator())  # the global generator untouched
-    try:
-        for images in loader:
-            for image in images:
-                sums.add(image)
-    except DatasetError as err:
-        raise from_worker(err) from None
+    for images in worker_batches(loader):
+        for image in images:
+            sums.add(image)
     return sums.normalisation()
 
 
-def from_worker(err: DatasetError) -> DatasetError:
-    """A DatasetError raised in a DataLoader worker, without the traceback DataLoader wraps it in."""
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return DatasetError((lines[-1] if lines else str(err)).split("DatasetError: ", 1)[-1])
+def worker_batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    """The loader's batches; a DatasetError raised in a worker is one line again (DataLoader wraps
+    it in the worker's traceback), and the workers are shut down as soon as the loop ends, however
+    it ends (an error's traceback would otherwise keep them, and their shutdown then waits)."""
+    batches = iter(loader)
+    try:
+        yield from batches
+    except DatasetError as err:
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        raise DatasetError((lines[-1] if lines else str(err)).split("DatasetError: ", 1)[-1]) from None
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # the multi-process iterator's own
+        if shutdown is not None:
+            shutdown()
 
 
 class _RawFiles(torch.utils.data.Dataset):

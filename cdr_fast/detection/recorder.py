@@ -165,16 +165,19 @@ class EvidenceRecorder:
 
     def _fold(self, idx: Tensor, p: Tensor) -> None:
         """One batch's rows into the readings (``idx`` distinct), where the readings live."""
-        first = (self.visits[idx] == 0)[:, None]
-        self.probs_sum[idx] += p
-        ema = self.probs_ema[idx]
-        self.probs_ema[idx] = torch.where(first, p, ema * (1 - EMA_WEIGHT) + p * EMA_WEIGHT)
+        # index_select / index_add_ / index_copy_: the row ops, several times faster on the CPU than
+        # advanced indexing; sum + p and the EMA's expression round exactly as whole-array updates would
+        first = (self.visits.index_select(0, idx) == 0)[:, None]
+        self.probs_sum.index_add_(0, idx, p)
+        ema = self.probs_ema.index_select(0, idx)  # then in place: each batch-sized temporary costs
+        ema.mul_(1 - EMA_WEIGHT).add_(p * EMA_WEIGHT)  # page faults on the CPU (measured: 1.1 ms of 1.3)
+        self.probs_ema.index_copy_(0, idx, torch.where(first, p, ema, out=ema))
         if self.labels is not None:
-            self.margin_sum[idx] += _margin(p.double(), self.labels[idx])
-        self.visits[idx] += 1
-        self.epoch_seen[idx] = True
+            self.margin_sum.index_add_(0, idx, _margin(p, self.labels.index_select(0, idx)))
+        self.visits.index_add_(0, idx, torch.ones_like(idx))
+        self.epoch_seen.index_fill_(0, idx, True)
         if self.epoch_probs is not None:
-            self.epoch_probs[idx] = p
+            self.epoch_probs.index_copy_(0, idx, p)
 
     def merge_ranks(self, all_reduce: Callable[[Tensor], Tensor], keeps_unseen: bool) -> None:
         """Under torch.distributed, where each rank recorded its share of the epoch's examples:
@@ -294,11 +297,10 @@ class EvidenceRecorder:
 
 
 def _margin(p: Tensor, labels: Tensor) -> Tensor:
-    """``max_{j != y} p_j - p_y`` per row."""
-    rows = torch.arange(labels.numel(), device=p.device)
-    others = p.clone()
-    others[rows, labels] = -1.0
-    return others.max(1).values - p[rows, labels]
+    """``max_{j != y} p_j - p_y`` per row, in float64 (the selections are exact in p's own dtype)."""
+    column = labels.reshape(-1, 1)
+    others = p.scatter(1, column, -1.0)
+    return others.max(1).values.double() - p.gather(1, column).reshape(-1).double()
 
 
 def _numpy(x) -> np.ndarray:
