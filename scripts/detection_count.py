@@ -60,27 +60,22 @@ def cell_name(dataset, kind, rate, method, seed) -> str:
     return f"{dataset}_{kind}{round(rate * 100):02d}_{method}_s{seed}"
 
 
+def cell_config(data_dir, kind: str, rate: float, method: str, seed: int, **extra):
+    """The benchmark cell's settings: the npz subset, its noise, 20 epochs; CDR at the true rate."""
+    from cdr_fast.training import TrainConfig
+
+    return TrainConfig(dataset="npz", data_dir=str(data_dir), noise_type=kind, noise_rate=rate, method=method,
+                       tau=rate if "cdr" in method else None, epochs=EPOCHS, seed=seed, engine="auto", **extra)
+
+
 def train_cell(args: tuple) -> str:
-    import torch
+    """Worker: one cell, trained (or resumed) to its end, unless it is finished."""
+    from cdr_fast.experiments.grid import Cell, run_cell
 
-    from cdr_fast.training import RunFolder, Trainer, TrainConfig
-
-    torch.set_num_threads(1)
     data_dir, folder, kind, rate, method, seed = args
     folder = Path(folder)
-    if (folder / "summary.json").is_file():
-        return folder.name
-    config = TrainConfig(dataset="npz", data_dir=str(data_dir), noise_type=kind, noise_rate=rate, method=method,
-                         tau=rate if "cdr" in method else None, epochs=EPOCHS, seed=seed, engine="auto")
-    run = RunFolder(folder)
-    resuming = run.begin(resume=None)
-    try:
-        trainer = Trainer(config, run, progress=False, log=lambda line: None)
-        if resuming:
-            trainer.resume()
-        trainer.fit()
-    finally:
-        run.release()
+    if not (folder / "summary.json").is_file():
+        run_cell(Cell(folder.name, cell_config(data_dir, kind, rate, method, seed)), str(folder))
     return folder.name
 
 
@@ -89,30 +84,17 @@ FOLD_RATES, FOLD_KINDS = (0.01, 0.03, 0.05, 0.10), ("symmetric", "pairflip")
 
 def train_folds(args: tuple) -> str:
     """A development cell again with --folds 2 (cross-fitted, out-of-sample evidence), into <cell>_folds2/."""
-    import torch
-
-    from cdr_fast.training import RunFolder, Trainer, TrainConfig
+    from cdr_fast.experiments.grid import Cell, run_cell
     from cdr_fast.training.folds import combine_folds
 
-    torch.set_num_threads(1)
     data_dir, folder, kind, rate, method, seed = args
     folder = Path(folder)
     if (folder / "evidence.npz").is_file():
         return folder.name
     for k in range(2):
-        config = TrainConfig(dataset="npz", data_dir=str(data_dir), noise_type=kind, noise_rate=rate, method=method,
-                             tau=rate if "cdr" in method else None, epochs=EPOCHS, seed=seed, engine="auto", fold=k,
-                             folds=2)
-        run = RunFolder(folder / f"fold_{k}")
-        if not run.is_finished():
-            resuming = run.begin(resume=None)
-            try:
-                trainer = Trainer(config, run, progress=False, log=lambda line: None)
-                if resuming:
-                    trainer.resume()
-                trainer.fit()
-            finally:
-                run.release()
+        fold = folder / f"fold_{k}"
+        if not (fold / "summary.json").is_file():
+            run_cell(Cell(fold.name, cell_config(data_dir, kind, rate, method, seed, fold=k, folds=2)), str(fold))
     combine_folds(folder, 2)
     return folder.name
 

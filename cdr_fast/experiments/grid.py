@@ -30,7 +30,7 @@ class Cell:
     keep_epoch_evidence: bool = False  # also keep each epoch's probabilities (the detection benchmark)
 
 
-def _run_cell(cell: Cell, folder: str) -> dict[str, Any]:
+def run_cell(cell: Cell, folder: str) -> dict[str, Any]:
     """Worker: train one cell to the end (resuming if a checkpoint exists); returns its summary."""
     import torch
 
@@ -83,7 +83,7 @@ def run_grid(cells: list[Cell], runs_dir: Path, workers: int = 2, log=print) -> 
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned workers
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            running = {pool.submit(_run_cell, c, str(runs_dir / c.name)): c for c in todo}
+            running = {pool.submit(run_cell, c, str(runs_dir / c.name)): c for c in todo}
             done_cells = 0
             while running:
                 finished, _ = wait(running, timeout=15, return_when=FIRST_COMPLETED)
