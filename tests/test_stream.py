@@ -195,3 +195,27 @@ def test_a_streamed_rgb_run_is_the_in_memory_run(fresh_seed, tmp_path):
         runs[-1].fit()
     same_state(*runs)
     assert_same_evidence(tmp_path / "runFalse", tmp_path / "runTrue", epochs=2)
+
+
+def test_the_colour_mode_is_rgb_if_any_header_is_in_colour_and_a_big_folder_samples_its_headers(tmp_path,
+                                                                                                   monkeypatch):
+    """A greyscale first file does not make a colour folder grey. With --image-size only a spread
+    sample of headers is read, and a bad file outside it is named when it is decoded."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(2):
+            (tmp_path / split / f"c{c}").mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+                image = Image.fromarray(pixels[..., 0] if (c, i) == (0, 0) else pixels)  # the very first: grey
+                image.save(tmp_path / split / f"c{c}" / f"{i}.png")
+    scan = files_module.scan_folder(tmp_path)
+    assert scan.mode == "RGB" and scan.shape == (3, 10, 12)
+    assert load_dataset("folder", tmp_path).train_images.shape == (8, 3, 10, 12)
+    (tmp_path / "train" / "c1" / "2.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="c1/2.png: not a readable image"):
+        files_module.scan_folder(tmp_path, 8)  # every header, while the sample covers them all
+    monkeypatch.setattr(files_module, "HEADER_SAMPLE", 3)  # files 0, 8 and 15 of 16: not train/c1/2.png (6)
+    assert files_module.scan_folder(tmp_path, 8).mode == "RGB"
+    with pytest.raises(DatasetError, match="c1/2.png: not a readable image"):
+        load_dataset("folder", tmp_path, 8)  # the bad file is named as it is decoded
