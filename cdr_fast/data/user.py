@@ -155,9 +155,10 @@ def load_folder(root: Path, options: ReadOptions = ReadOptions()) -> Dataset:
         train_x, test_x = (ImageFiles(split.paths, scan.mode, scan.image_size, scan.shape, mean, std, options.workers)
                            for split in (scan.train, scan.test))
         why = "as asked (--stream)" if options.stream else (
-            f"the images as float32 would take {scan.image_bytes / 2**30:.1f} GiB, more than half of the "
-            f"{options.memory_budget / 2**30:.1f} GiB the run may use")
-        streamed = f"{why}; decoding on {options.workers or 'no'} worker process(es)"
+            f"the images as float32 would take {_size(scan.image_bytes)}, more than half of the "
+            f"{_size(options.memory_budget)} the run may use")
+        streamed = f"{why}; " + (f"decoding on {options.workers} worker process(es)" if options.workers
+                                 else "decoding in the training process")
     else:
         train_raw = [decode(p, scan.mode, scan.image_size) for p in scan.train.paths]
         mean, std = folder_normalisation(scan, decoded=train_raw)
@@ -169,3 +170,7 @@ def load_folder(root: Path, options: ReadOptions = ReadOptions()) -> Dataset:
     stats = (mean.reshape(-1).tolist(), std.reshape(-1).tolist())
     return Dataset("folder", train_x, train_y, test_x, test_y, len(scan.classes), class_names=scan.classes,
                    train_files=scan.train.names, normalisation=stats, streamed=streamed)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
