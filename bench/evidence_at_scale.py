@@ -79,15 +79,16 @@ def measure(device: torch.device, examples: int, classes: int, batch: int = 256,
 
     for record in (False, True):  # warm-up: kernels chosen, staging buffers made
         timed(record)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-        peak_from = torch.cuda.memory_allocated(device)
     plain, recorded = [], []
     for _ in range(rounds):
         plain.append(timed(False))
         recorded.append(timed(True))
     recorder.flush()
     logits = net(x).detach()
+    if cuda:  # the recorder's own peak: record() alone, beside the logits it is given
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        peak_from = torch.cuda.memory_allocated(device)
     alone = []  # record() by itself, synchronised: the host fold is in it on every path
     for _ in range(rounds):
         sync(device)

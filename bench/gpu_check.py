@@ -456,7 +456,8 @@ def markdown(report: dict) -> str:
                   f"{ev['recorder_device_bytes'] / 2**20:.1f} MiB held"
                   + (f", {peak / 2**20:.1f} MiB at the peak while recording" if peak is not None else ""),
                   f"- a {ev['model']} step at batch {ev['batch']}: {fmt(ev['plain_step_ms'])} ms, recorded "
-                  f"{fmt(ev['recorded_step_ms'])} ms ({ev['cost_ratio']:.3f}x, median of paired rounds)"]
+                  f"{fmt(ev['recorded_step_ms'])} ms ({ev['cost_ratio']:.3f}x, median of paired rounds); "
+                  f"`record` alone {fmt(ev['record_ms'])} ms"]
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for name, t in report["targets"].items():
         lines.append(f"| {name} | {t['measured']} | {'-' if t['met'] is None else ('yes' if t['met'] else 'no')} |")
