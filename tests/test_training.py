@@ -287,7 +287,9 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_was_saved(tmp_path):
     assert proc.returncode == 130
     assert "nothing was saved" in err and "--resume" not in err
     # ... and the same command then starts over.
-    again = run_cli("--epochs", "1", "--batch-size", "512", "--reference", "--no-progress", "--out", str(out))
+    again = run_cli("--epochs", "1", "--batch-size", "64", "--reference", "--no-progress", "--out", str(out),
+                    "--dataset", "npz", "--data-dir", str(REPO / "tests" / "data" / "tiny.npz"), "--noise-type",
+                    "symmetric", "--noise-rate", "0.3")  # the folder is free again (a small set: quick)
     assert again.returncode == 0, again.stderr
 
 
