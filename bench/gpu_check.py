@@ -30,9 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 BYTES_PER_PARAM = 20  # the fused update reads g, w, buf and writes w, buf (fp32)
 
 # The Triton tests, run natively: kernels, engine ops, the optimizer on the triton engine, the
-# no-host-sync test, the CUDA-graph capture, the launch budget.
+# no-host-sync test, the CUDA-graph capture, the launch budget; and the evidence recorder's GPU path.
 NATIVE_TESTS = ["tests/test_kernels.py", "tests/test_engine_ops.py", "tests/test_engines.py",
-                "tests/test_optim_protocol.py", "tests/test_optim_torch.py", "tests/test_auxiliary.py"]
+                "tests/test_optim_protocol.py", "tests/test_optim_torch.py", "tests/test_auxiliary.py",
+                "tests/test_recorder.py"]  # the last: the evidence's pinned staging, which needs CUDA logits
 # The dry run proves the path, not the kernels (the suite does that): a few tests of each kind.
 DRY_TESTS = ["tests/test_kernels.py::test_gather_add"]
 

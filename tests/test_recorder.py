@@ -314,3 +314,26 @@ def test_merging_the_ranks_shares_is_the_single_process_recording(fresh_seed, wo
         t.join()
     for r in ranks:
         assert_same_readings(one, r)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the staging path needs CUDA logits (bench/gpu_check.sh runs it)")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_on_a_gpu_host_storage_records_what_device_storage_records(fresh_seed, device):
+    """CUDA logits into readings on the device and into readings in host memory (pinned staging,
+    folded LAG batches late): the same readings, whether the device is named with an index or not."""
+    gen = torch.Generator().manual_seed(fresh_seed)
+    n, m = 301, 11
+    labels = torch.randint(0, m, (n,), generator=gen)
+    on_device = EvidenceRecorder(n, m, device, labels=labels, storage="device", keep_epoch=True)
+    on_host = EvidenceRecorder(n, m, device, labels=labels, storage="host", keep_epoch=True)
+    for batches in random_epochs(gen, n, m, 3, batch=32):
+        for idx, logits in batches:
+            for r in (on_device, on_host):
+                r.record(idx.cuda(), logits.cuda())
+        for r in (on_device, on_host):
+            r.end_epoch()
+    assert on_host.device_bytes() == 0 and on_device.device_bytes() > 0
+    a, b = on_device.state_dict(), on_host.state_dict()
+    for key, value in a.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(value, b[key], rtol=1e-6, atol=1e-7, msg=key)

@@ -127,10 +127,11 @@ class EvidenceRecorder:
         idx = _as_index(index, probs.device)
         if idx.numel() != probs.shape[0]:
             raise ValueError(f"record: {idx.numel()} indices for {probs.shape[0]} rows of logits")
-        if self.place == probs.device or probs.device.type != "cuda":
-            self._fold(idx.to(self.place), probs.to(self.place))
-        else:
+        # by storage, not by device equality: torch.device("cuda") != torch.device("cuda", 0)
+        if self.storage == "host" and probs.device.type == "cuda":
             self._stage(idx, probs)
+        else:
+            self._fold(idx.to(self.place), probs.to(self.place))
 
     def _stage(self, idx: Tensor, probs: Tensor) -> None:
         """Host storage: copy the batch to a staging buffer without a sync; fold the oldest staged
