@@ -178,7 +178,7 @@ def normalised(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
 class ImageFiles(torch.utils.data.Dataset):
     """Normalised images decoded from their files when asked: a lazily read (n, C, H, W) float32
     tensor. ``[i]`` is one image; ``subset(index)`` the files at those positions. Batches of it come
-    from ``examples.batches`` (DataLoader workers, in order)."""
+    from ``batches.batches`` (DataLoader workers, in order)."""
 
     def __init__(self, paths: list[Path], mode: str, image_size: int | None, shape: tuple[int, int, int],
                  mean: np.ndarray, std: np.ndarray, workers: int = 0) -> None:

@@ -104,6 +104,11 @@ class EvidenceRecorder:
         self._pending: deque[_Staging] = deque()  # host storage: copied, not yet folded
         self._free: list[_Staging] = []
 
+    @property
+    def _block_rows(self) -> int:
+        """Rows of an n x classes array in a block of at most MERGE_BYTES as float64."""
+        return max(1, MERGE_BYTES // (8 * self.num_classes))
+
     def device_bytes(self) -> int:
         """Bytes this recorder holds on the device (its readings, or its staging buffers)."""
         held = [t for t in (self.probs_sum, self.probs_ema, self.margin_sum, self.visits, self.epoch_seen,
@@ -189,7 +194,7 @@ class EvidenceRecorder:
         self.flush()
         anyone = all_reduce(self.epoch_seen.to(torch.int32).to(self.device)).to(self.place) > 0
         mine = self.epoch_seen | (~anyone if keeps_unseen else torch.zeros_like(anyone))
-        step = max(1, MERGE_BYTES // (8 * self.num_classes))
+        step = self._block_rows
         for name in (*self.TOTAL_KEYS, "epoch_probs"):
             values = getattr(self, name)
             if values is None:
@@ -249,7 +254,7 @@ class EvidenceRecorder:
         self.flush()
         k = self.visits.clamp(min=1)
         probs_mean = torch.empty_like(self.probs_sum)
-        step = max(1, MERGE_BYTES // (8 * self.num_classes))
+        step = self._block_rows
         for lo in range(0, self.num_examples, step):  # in row blocks: no n x classes float64 temporary
             probs_mean[lo:lo + step] = (self.probs_sum[lo:lo + step].double() / k[lo:lo + step, None]).float()
         if self.labels is not None:

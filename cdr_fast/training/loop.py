@@ -4,9 +4,9 @@ protocol"), with everything else it does in observers (``observers``).
 Each epoch draws its order from a generator seeded by (seed, epoch), so a resumed run continues
 exactly; the dataset lives on the device as one tensor and batches are drawn by index (or it is
 streamed, below). A step is the batch, the forward pass (with AUX's offsets), the loss, the
-backward pass and the optimizer step. After the epoch's last step the learning rate steps, the validation and test sets are
-evaluated, and the observers close the epoch: its metrics, the label evidence, the detectors'
-progress, the checkpoint, the progress line.
+backward pass and the optimizer step. After the epoch's last step the learning rate steps, the
+validation and test sets are evaluated, and the observers close the epoch: its metrics, the label
+evidence, the detectors' progress, the checkpoint, the progress line.
 
 Under torchrun (``dist``, see ``cdr_fast.distributed``) every rank draws the same order and
 trains on its contiguous share of each global batch; the optimizer averages the gradients, the
