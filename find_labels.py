@@ -15,11 +15,13 @@ Writes, besides the run's own files (train.py --help):
     cleaned_labels.npz (a built-in dataset) labels and keep, over its training set
 Ready to train on: python train.py --dataset folder --data-dir runs/photos/cleaned ...
 
-How many are flagged: n times the noise rate estimated from the run's evidence (confident
-learning's calibrated joint on the mean reading: cdr_fast/detection/count.py; never --tau), or
---flag RATE. wrong_labels.csv's action column says what the cleaned copy did with each.
-Every example is scored, the validation split (--val-fraction) too, by the trained network; the
-files say which were trained on. README: "Finding wrong labels".
+How many are flagged: the judged examples times the noise rate estimated from the run's evidence
+(never --tau), or --flag RATE. The run plants canaries (--canaries, default 0.05: that share of the
+training split trained on a wrong label drawn at random) and counts how many examples score like
+them (cdr_fast/detection/count.py); canaries are never flagged and keep their labels in the
+cleaned copy. wrong_labels.csv's action column says what the cleaned copy did with each.
+Every other example is scored, the validation split (--val-fraction) too, by the trained network;
+the files say which were trained on. README: "Finding wrong labels".
 """
 
 import sys
@@ -32,11 +34,15 @@ try:
 
     from cdr_fast.data import DatasetError
     from cdr_fast.detection import BEST, DETECTORS
+    from cdr_fast.detection.count import MIN_CANARIES
     from cdr_fast.training import cli, signals
     from cdr_fast.training.flags import INTEGER, NUMBER, HelpFormatter
     from cdr_fast.wrong_labels import FIXES, label_report
 except KeyboardInterrupt as stop:
     early_signals.exit_while_starting(stop)
+
+
+CANARIES = 0.05  # the share of planted flips a detection run trains with, unless --canaries says otherwise
 
 
 def own_flags(add_help: bool) -> argparse.ArgumentParser:
@@ -75,6 +81,10 @@ def report(args: argparse.Namespace) -> int:
         checked = (f"; against the known clean labels: {found.precision:.1%} of them are wrong, and "
                    f"{found.correction_accuracy:.1%} of those get the right suggestion")
     share = "asked for" if args.flag is not None else "the noise rate estimated from the evidence"
+    if found.canaries and args.flag is None:
+        share += (f", measured against {found.canaries} planted canaries, whose labels are kept"
+                  if found.canaries >= MIN_CANARIES else
+                  f"; {found.canaries} canaries are too few to count by, so by confident learning")
     fixed = ("; the cleaned copy drops them" if args.fix == "drop" else
              f"; the cleaned copy relabels the {found.relabelled} the evidence is sure of and keeps "
              f"{found.flagged - found.relabelled} for review")
@@ -94,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     args, training_argv = own_flags(add_help=True).parse_known_args(argv)
     if not (args.out / "summary.json").is_file():
         extra = ["--no-progress"] if args.no_progress else []
+        if not any(a == "--canaries" or a.startswith("--canaries=") for a in training_argv):
+            extra += ["--canaries", str(CANARIES)]  # the count's reference (cdr_fast/detection/canaries.py)
         status = cli.main([*training_argv, *extra, "--out", str(args.out), "--auto-resume"])  # train(...)
         if status != 0:
             return status

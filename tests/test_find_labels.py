@@ -11,6 +11,8 @@ import pytest
 
 import find_labels
 from cdr_fast.data import load_dataset
+from cdr_fast.detection import load_evidence
+from cdr_fast.detection.count import canary_noise_rate
 from conftest import REPO
 
 TINY = REPO / "tests" / "data"
@@ -47,8 +49,12 @@ def test_the_suspects_name_their_files_and_most_are_truly_wrong(folder_run, trut
         assert (TINY / "tiny_folder" / r["file"]).is_file()
         assert r["file"].split("/")[1] == r["given_class"] != r["suggested_class"]  # the class folder it sits in
     summary = json.loads((folder_run / "summary.json").read_text())
-    scored = summary["num_train"] + summary["num_val"]  # every example, the validation split's too
-    assert len(rows) == round(scored * np.load(folder_run / "evidence.npz")["flag_rate"])
+    evidence = load_evidence(folder_run)
+    planted = round(find_labels.CANARIES * summary["num_train"])  # find_labels.py's default canaries
+    assert int(evidence.canary.sum()) == planted and not evidence.canary[~evidence.trained].any()
+    judged = summary["num_train"] + summary["num_val"] - planted  # every example but the canaries
+    assert len(rows) == round(judged * evidence.flag_rate)
+    assert not {int(r["index"]) for r in rows} & set(evidence.index[evidence.canary].tolist())
     assert {r["split"] for r in rows} <= {"train", "held_out"}
     examples = [example_of(r["file"]) for r in rows]
     assert all(noisy[i] == int(r["given_label"]) for i, r in zip(examples, rows))
@@ -93,18 +99,25 @@ def test_a_finished_run_gives_its_report_again_without_training_and_can_drop(fol
     assert find_labels.main(["--out", str(folder_run), "--fix", "drop", "--top-images", "4", "--epochs", "99"]) == 0
     out, err = capsys.readouterr()
     assert "holds a finished run; the training flags (--epochs 99) are ignored" in err
-    assert f"{flagged} suspects among 300 examples (" in out and "the noise rate estimated from the evidence" in out
-    assert len(load_dataset("folder", folder_run / "cleaned").train_files) == 300 - flagged
+    judged = 300 - int(load_evidence(folder_run).canary.sum())
+    assert f"{flagged} suspects among {judged} examples (" in out and "the noise rate estimated from the evidence" in out
+    assert "canaries are too few to count by, so by confident learning" in out  # 14 of them
+    assert len(load_dataset("folder", folder_run / "cleaned").train_files) == 300 - flagged  # canaries kept
     assert find_labels.main(["--out", str(folder_run), "--flag", "0.5", "--top-images", "4"]) == 0
-    assert "150 suspects among 300 examples (50.0%, asked for)" in capsys.readouterr().out
-    assert sum(1 for _ in (folder_run / "wrong_labels.csv").open()) == 1 + 150
+    half = round(judged / 2)
+    assert f"{half} suspects among {judged} examples (50.0%, asked for)" in capsys.readouterr().out
+    assert sum(1 for _ in (folder_run / "wrong_labels.csv").open()) == 1 + half
     find_labels.main(["--out", str(folder_run)])  # back to the estimate and relabel, for the other tests
 
 
-def test_an_npz_gets_a_cleaned_npz_in_its_own_format(tmp_path, truth):
+def test_an_npz_gets_a_cleaned_npz_in_its_own_format(tmp_path, truth, capsys):
     noisy, clean = truth
     out = tmp_path / "run"
-    assert find_labels.main(["--dataset", "npz", "--data-dir", str(TINY / "tiny.npz"), *TRAIN, "--out", str(out)]) == 0
+    assert find_labels.main(["--dataset", "npz", "--data-dir", str(TINY / "tiny.npz"), *TRAIN, "--canaries", "0.1",
+                             "--out", str(out)]) == 0
+    assert "measured against 27 planted canaries, whose labels are kept" in capsys.readouterr().out
+    e = load_evidence(out)
+    assert e.flag_rate == canary_noise_rate(e)  # 27 canaries: counted by them
     with np.load(out / "cleaned.npz") as z, np.load(TINY / "tiny.npz") as original:
         assert sorted(z.files) == sorted(original.files)
         assert (z["train_images"] == original["train_images"]).all()
@@ -112,8 +125,10 @@ def test_an_npz_gets_a_cleaned_npz_in_its_own_format(tmp_path, truth):
         assert (cleaned != clean).sum() <= (noisy != clean).sum()
         changed = cleaned != noisy  # only the relabelled, and they rarely break a right label
         assert ((noisy == clean) & changed).sum() <= max(1, ((noisy != clean) & changed & (cleaned == clean)).sum() / 10)
+        assert (cleaned[e.canary] == noisy[e.canary]).all()  # a canary keeps its given label
     rows = list(csv.DictReader((out / "wrong_labels.csv").open()))
     assert "clean_label" in rows[0] and "file" not in rows[0]  # an npz with clean labels reports them
+    assert not {int(r["index"]) for r in rows} & set(np.flatnonzero(e.canary).tolist())
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -138,10 +153,12 @@ def test_bad_values_and_runs_without_evidence_are_one_line(tmp_path, capsys, fol
     assert f"{tmp_path}: no finished run with its evidence (evidence.npz)" in err and len(err.splitlines()) == 1
 
 
-def test_every_example_is_in_suspects_csv_with_its_file(folder_run):
+def test_every_example_but_the_canaries_is_in_suspects_csv_with_its_file(folder_run):
     rows = list(csv.DictReader((folder_run / "suspects.csv").open()))
     files = load_dataset("folder", TINY / "tiny_folder").train_files
-    assert sorted(r["file"] for r in rows) == sorted(files)  # the validation split's examples too
+    e = load_evidence(folder_run)
+    judged = [files[i] for i in e.index[e.judged]]
+    assert sorted(r["file"] for r in rows) == sorted(judged)  # the validation split's examples too
     assert {r["split"] for r in rows} == {"train", "held_out"}
     assert all(r["file"] == files[int(r["index"])] for r in rows)
     assert all(r["file"].split("/")[1] == r["given_class"] for r in rows)  # class names, not numbers

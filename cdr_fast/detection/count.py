@@ -1,40 +1,98 @@
 """How many labels are wrong, and which of the flagged to relabel: both from the evidence itself.
 
-- ``estimated_noise_rate``: confident learning's estimate, ``1 - trace(Q)`` of its calibrated
-  joint of given and true labels (Northcutt et al.), computed on one reading of the evidence. The
-  reading is chosen on the development half of the detection benchmark (``COUNT_READING``;
-  results/detection-count/README.md): the final in-sample probabilities of a network that
-  memorised its labels hide the flips, and the count falls towards zero at low noise.
+- ``estimated_noise_rate``: the share of wrong labels. With canaries (planted flips,
+  ``detection/canaries.py``; find_labels.py plants 5% of the training split), the canary count:
+  how many trained examples score like the canaries do (``canary_noise_rate``). Without them,
+  confident learning's estimate, ``1 - trace(Q)`` of its calibrated joint of given and true labels
+  (Northcutt et al.) on the mean reading, which counts a network's genuine confusions as wrong
+  labels (Fashion-MNIST: about 10 times too many at 1% noise) and misses the ones it memorised.
 - ``relabel_confidently``: a flagged example is relabelled only where the evidence names the
   other class with confidence: the suggested class is the most probable one, with probability
-  above one half, in both the mean and the recent reading (a majority rule: no threshold is fitted
-  to benchmark statistics). The rest of the flagged are for review (kept as given in a relabelled
-  copy, or dropped with ``--fix drop``).
+  above one half, in both the mean and the recent reading (a majority rule), and, with canaries,
+  the mean reading is at least as sure of it as it typically is of a canary's true class (their
+  median): a wrong label is only as recognisable as the network makes its planted ones. No
+  threshold is fitted to benchmark statistics. The rest of the flagged are for review (kept as
+  given in a relabelled copy, or dropped with ``--fix drop``).
+
+Measured on a development and a held-out half: results/detection-canaries (the canary count),
+results/detection-count (confident learning's).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..checks import check_range
 from .confident import confident_learning
 from .evidence import Evidence
 
 READINGS = ("probs", "probs_mean", "probs_ema")
 COUNT_READING = "probs_mean"
+MIN_CANARIES = 20  # fewer: too few to stand for the wrong labels; the count falls back to confident learning
+# The canary count's reading and threshold (the canaries' score reached by this share of them),
+# chosen on the development half of results/detection-canaries.
+CANARY_READING = "probs_ema"
+CANARY_QUANTILE = 0.8
 
 
 def estimated_noise_rate(evidence: Evidence, reading: str = COUNT_READING) -> float:
-    """The share of wrong labels, by confident learning's calibrated joint on ``reading``."""
+    """The share of wrong labels: from the canaries where the run planted at least MIN_CANARIES
+    (``canary_noise_rate``), else confident learning's calibrated joint on ``reading``."""
+    if int(evidence.canary.sum()) >= MIN_CANARIES:
+        return canary_noise_rate(evidence)
+    return confident_learning_rate(evidence, reading)
+
+
+def confident_learning_rate(evidence: Evidence, reading: str = COUNT_READING) -> float:
+    """1 - trace of confident learning's calibrated joint on ``reading``, over the judged examples."""
     if reading not in READINGS:
         raise ValueError(f"unknown reading {reading!r}; valid choices: {', '.join(READINGS)}")
-    return float(confident_learning(getattr(evidence, reading), evidence.given_label).noise_rate)
+    j = evidence.judged
+    return float(confident_learning(getattr(evidence, reading)[j], evidence.given_label[j]).noise_rate)
+
+
+def canary_noise_rate(evidence: Evidence, reading: str = CANARY_READING, quantile: float = CANARY_QUANTILE) -> float:
+    """The share of wrong labels among the trained examples, measured against the canaries.
+
+    Every trained example is scored by small loss on ``reading`` under the label it was trained
+    on, ``1 - p[trained label]``. If the dataset's own wrong labels score like the canaries, the
+    share of them at or above a threshold t is the canaries' share q there, so (share of the other
+    trained examples at or above t) / q estimates the noise rate: mixture proportion estimation
+    with a known component (Blanchard, Lee and Scott, JMLR 2010). t is the canaries' score that a
+    share ``quantile`` of them reaches.
+
+    The two ways it errs pull against each other. Clean examples above t (a network's genuine
+    confusions) push it up, more the lower t is; wrong labels that a network partly learns as a
+    class-level pattern (pairflip: many of class a labelled b) score below one-off flips like
+    the canaries, and pull it down, more the higher t is. ``CANARY_QUANTILE`` and
+    ``CANARY_READING`` are the development half's balance (results/detection-canaries)."""
+    if reading not in READINGS:
+        raise ValueError(f"unknown reading {reading!r}; valid choices: {', '.join(READINGS)}")
+    check_range("canary quantile", quantile, 0.0, 1.0, open_low=True, closed=True)
+    can = evidence.canary
+    pool = evidence.trained & ~can
+    if not can.any() or not pool.any():
+        raise ValueError("canary_noise_rate: the evidence needs canaries and other trained examples")
+    y = evidence.trained_label
+    score = 1.0 - getattr(evidence, reading)[np.arange(y.size), y].astype(np.float64)
+    canaries = np.sort(score[can])[::-1]
+    t = canaries[max(math.ceil(quantile * canaries.size) - 1, 0)]  # at least a share `quantile` reach it
+    reached = float((canaries >= t).mean())
+    return float(min((score[pool] >= t).mean() / reached, 1.0))
 
 
 def relabel_confidently(evidence: Evidence, suggested: np.ndarray) -> np.ndarray:
     """(n,) bool: where the suggestion is the most probable class, above 1/2, in both the mean
-    and the recent reading."""
+    and the recent reading; with canaries, also where the mean reading is at least as sure of it
+    as it is, at the canaries' median, of a canary's true class (its given label)."""
     rows = np.arange(suggested.size)
     sure = np.ones(suggested.size, dtype=bool)
     for p in (evidence.probs_mean, evidence.probs_ema):
         sure &= (p.argmax(1) == suggested) & (p[rows, suggested] > 0.5)
+    can = evidence.canary
+    if int(can.sum()) >= MIN_CANARIES:
+        typical = np.median(evidence.probs_mean[rows[can], evidence.given_label[can]])
+        sure &= evidence.probs_mean[rows, suggested] >= typical
     return sure

@@ -19,6 +19,9 @@ validation split included: every example is scored):
     margin_mean    (n,)   float32  the mean over epochs of max_{j != y} p[j] - p[y]
     aux_offsets    (n, m) float32  AUX runs: the offsets lam * B[i] added to the logits (0 on
                                    held-out rows)
+    planted_label  (n,)   int64    runs with canaries (``--canaries``): the wrong label planted on a
+                                   canary and trained on, -1 elsewhere; ``given_label`` keeps the
+                                   dataset's. A canary is never flagged (detection/canaries.py)
     epochs         ()     int64    epochs accumulated
     flag_rate      ()     float64  the share of examples to flag: the noise rate estimated from the
                                    evidence itself (cdr_fast.detection.count), unless given
@@ -60,6 +63,7 @@ class Evidence:
     trained: np.ndarray | None = None  # None: every example was trained on
     class_names: list[str] | None = None
     files: list[str] | None = None
+    planted_label: np.ndarray | None = None  # None: no canaries
     flag_rate: float = float("nan")
 
     def __post_init__(self) -> None:
@@ -73,7 +77,7 @@ class Evidence:
         if self.trained is None:
             self.trained = np.ones(n, dtype=bool)
         for name in ("index", "probs", "probs_mean", "margin_mean", "probs_ema", "clean_label", "aux_offsets",
-                     "trained", "files"):
+                     "trained", "files", "planted_label"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"evidence: {name} has {len(value)} rows for {n} labels")
@@ -81,6 +85,24 @@ class Evidence:
     @property
     def truly_noisy(self) -> np.ndarray | None:
         return None if self.clean_label is None else self.given_label != self.clean_label
+
+    @property
+    def canary(self) -> np.ndarray:
+        """(n,) bool: the planted flips (all False without canaries)."""
+        if self.planted_label is None:
+            return np.zeros(self.given_label.shape, dtype=bool)
+        return self.planted_label >= 0
+
+    @property
+    def judged(self) -> np.ndarray:
+        """(n,) bool: the examples whose given label the evidence judges (all but the canaries)."""
+        return ~self.canary
+
+    @property
+    def trained_label(self) -> np.ndarray:
+        """The labels the network saw: the given ones, the canaries' planted ones."""
+        return self.given_label if self.planted_label is None else np.where(self.canary, self.planted_label,
+                                                                             self.given_label)
 
     def class_name(self, label: int) -> str:
         return self.class_names[label] if self.class_names is not None else str(label)
@@ -98,6 +120,8 @@ class Evidence:
             arrays["clean_label"] = self.clean_label.astype(np.int64)
         if self.aux_offsets is not None:
             arrays["aux_offsets"] = self.aux_offsets
+        if self.planted_label is not None:
+            arrays["planted_label"] = self.planted_label.astype(np.int64)
         save_npz_atomic(path, arrays)
 
 
@@ -128,4 +152,5 @@ def load_evidence(path: str | Path) -> Evidence:
                     trained=arrays["trained"].astype(bool) if "trained" in arrays else None,
                     class_names=[str(c) for c in arrays["class_names"]] if "class_names" in arrays else None,
                     files=[str(f) for f in arrays["files"]] if "files" in arrays else None,
+                    planted_label=arrays.get("planted_label"),
                     flag_rate=float(arrays.get("flag_rate", np.nan)))

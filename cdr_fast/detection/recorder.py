@@ -264,12 +264,13 @@ class EvidenceRecorder:
         return probs_mean.cpu().numpy(), margin_mean.cpu().numpy(), self.probs_ema.cpu().numpy()
 
     def evidence(self, given_labels, *, probs=None, index=None, clean_labels=None, aux_offsets=None, trained=None,
-                 class_names=None, files=None, flag_rate: float | None = None) -> Evidence:
+                 class_names=None, files=None, planted_labels=None, flag_rate: float | None = None) -> Evidence:
         """The readings as an ``Evidence`` (``evidence.npz``'s contents). ``probs``: the trained
         network's probabilities per example (eval mode; default: the recent reading, ``probs_ema``);
         ``index``: each row's index in your dataset (default 0 .. n-1); ``trained``: which rows the
         network trained on (default: all); ``class_names``, ``files``: how the user names classes and
-        examples."""
+        examples; ``planted_labels``: the canaries' planted labels, -1 elsewhere (``canaries``), where
+        ``given_labels`` holds the dataset's labels and the recording saw the planted ones."""
         given = np.asarray(given_labels.cpu() if isinstance(given_labels, Tensor) else given_labels).astype(np.int64)
         if given.shape != (self.num_examples,):
             raise ValueError(f"save: given_labels must be ({self.num_examples},); got {given.shape}")
@@ -287,7 +288,8 @@ class EvidenceRecorder:
             aux_offsets=None if aux_offsets is None else _numpy(aux_offsets),
             trained=np.ones(self.num_examples, bool) if trained is None else _numpy(trained).astype(bool),
             class_names=list(class_names) if class_names is not None else None,
-            files=list(files) if files is not None else None)
+            files=list(files) if files is not None else None,
+            planted_label=None if planted_labels is None else _numpy(planted_labels).astype(np.int64))
         evidence.flag_rate = estimated_noise_rate(evidence) if flag_rate is None else float(flag_rate)
         return evidence
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..checks import check_choice
 from .adaptive import adaptive_posterior, small_loss_or_posterior
-from .count import estimated_noise_rate
+from .count import confident_learning_rate
 from .confident import confident_learning
 from .evidence import Evidence
 from .scores import Suspects, accumulated_margin, aux_offsets, small_loss
@@ -42,7 +42,7 @@ DETECTORS: dict[str, Detector] = {d.name: d for d in (
     Detector("adaptive_posterior", "adaptive posterior", ("probs_ema", "probs_mean"),
              lambda e: adaptive_posterior(e.probs_ema, e.probs_mean, e.given_label).suspects()),
     Detector("small_loss_or_posterior", "small loss or posterior", ("probs_mean",),
-             lambda e: small_loss_or_posterior(e.probs_mean, e.given_label, estimated_noise_rate(e, "probs_mean"))),
+             lambda e: small_loss_or_posterior(e.probs_mean, e.given_label, confident_learning_rate(e, "probs_mean"))),
 )}
 # The one suspects.csv and find_labels.py rank by: the best on the development half of
 # results/detection-count (README, "Finding wrong labels", quotes its held-out half).

@@ -73,6 +73,10 @@ class TrainConfig:
     # is that fold of the whole training set (val_fraction then unused); None: a plain run.
     fold: int | None = None
     folds: int | None = None
+    # Planted flips (cdr_fast/detection/canaries.py): this share of the training split is trained on
+    # a wrong label drawn at random, so that the evidence can count the wrong labels (find_labels.py
+    # plants them by default; 0: none).
+    canaries: float = 0.0
     eval_batch_size: int = 256  # measured fastest for LeNet on 2 CPU cores (1024 is ~2x slower)
     # How the data is read; none of these changes a result (a resume may change them).
     stream: bool | None = None  # decode image files as batches need them; None: where they would not fit
@@ -168,6 +172,10 @@ class TrainConfig:
                 raise ValueError(f"invalid folds: {self.folds!r}; cross-fitting needs an integer >= 2")
             if not isinstance(self.fold, int) or not 0 <= self.fold < self.folds:
                 raise ValueError(f"invalid fold: {self.fold!r}; must be in 0 .. {self.folds - 1}")
+        check_range("canaries", self.canaries, 0.0, 0.5)
+        if self.canaries and self.folds is not None:
+            raise ValueError(f"canaries ({self.canaries}) and folds ({self.folds}) do not combine: each fold would plant "
+                             "its own; use one of them")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"invalid seed: {self.seed!r}; must be an integer >= 0")
         resolve_device(self.device)

@@ -13,10 +13,10 @@ from .observers import Observer
 
 
 def suspect_rows(evidence: Evidence, best: Suspects) -> list[dict[str, Any]]:
-    """Every example, most suspect first: its index in the dataset (and file, for a folder
+    """Every judged example (canaries are not), most suspect first: its index in the dataset (and file, for a folder
     dataset), whether it was trained on or held out, the given and suggested label and class,
     the score, and whether it is among the flagged (the top n times the flag rate)."""
-    e, r = evidence, rank_suspects(best, evidence.flag_rate)
+    e, r = evidence, rank_suspects(best, evidence.flag_rate, evidence.judged)
     rows = []
     for i in r.order:
         row: dict[str, Any] = {"index": int(e.index[i])}
@@ -53,9 +53,9 @@ class DetectionLog(Observer):
         if not self.judged(run):
             return
         k = self.keeper
-        e = k.recorder.evidence(k.given, probs=k.epoch_probs, aux_offsets=k.epoch_offsets)
+        e = k.recorder.evidence(k.given, probs=k.epoch_probs, aux_offsets=k.epoch_offsets, planted_labels=k.planted)
         self.rows += detection_rows(run_detectors(e), k.given, k.clean, judging_rate(run.known_noise_rate, e),
-                                    epoch=run.epoch)
+                                    judged=k.judged, epoch=run.epoch)
         run.folder.write_detection(self.rows)
 
     def on_run_end(self, run) -> None:
@@ -65,7 +65,7 @@ class DetectionLog(Observer):
         suspects = run_detectors(e)  # once, for the rows and the suspects file
         if e.clean_label is not None:
             self.final_rows = detection_rows(suspects, e.given_label, e.clean_label,
-                                             judging_rate(run.known_noise_rate, e), epoch="final")
+                                             judging_rate(run.known_noise_rate, e), judged=e.judged, epoch="final")
             run.folder.write_detection(self.rows + self.final_rows)
         run.folder.write_suspects(suspect_rows(e, suspects[BEST]))
 

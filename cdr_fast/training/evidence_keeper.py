@@ -40,12 +40,19 @@ class EvidenceKeeper(Observer):
     def __init__(self, data: NoisySplit, device: torch.device, keep_epochs: bool = False,
                  want_epoch_probs: bool = False, sharded: bool = False) -> None:
         self.data = data
-        given = data.whole(data.train_y, data.val_y)
-        self.given = given.cpu().numpy()
+        trained_on = data.whole(data.train_y, data.val_y)  # the labels the network sees, canaries' planted ones
+        self.given = trained_on.cpu().numpy().copy()  # the dataset's labels
+        self.planted: np.ndarray | None = None  # the canaries' planted labels, -1 elsewhere (None: no canaries)
+        if data.canaries.numel():
+            rows = data.canaries.numpy()
+            self.planted = np.full(self.given.shape, -1, dtype=np.int64)
+            self.planted[rows] = self.given[rows]
+            self.given[rows] = data.canary_labels.numpy()
+        self.judged = np.ones(self.given.shape, dtype=bool) if self.planted is None else self.planted < 0
         self.clean = data.whole(data.train_clean, data.val_clean).cpu().numpy() if data.train_clean is not None else None
         self.keep_epochs = keep_epochs
         self.want_epoch_probs = want_epoch_probs or keep_epochs
-        self.recorder = EvidenceRecorder(data.num_examples, data.num_classes, device, labels=given,
+        self.recorder = EvidenceRecorder(data.num_examples, data.num_classes, device, labels=trained_on,
                                          keep_epoch=self.want_epoch_probs)
         self.train_rows = data.train_index.to(device)
         self.val_rows = data.val_index.to(device)
@@ -91,7 +98,7 @@ class EvidenceKeeper(Observer):
         trained[d.train_index.numpy()] = True
         self.final = self.recorder.evidence(
             self.given, probs=p, index=np.arange(d.num_examples), clean_labels=self.clean, aux_offsets=self.offsets(run),
-            trained=trained, class_names=d.class_names, files=d.files)  # the flag rate: from the evidence, never --tau
+            trained=trained, class_names=d.class_names, files=d.files, planted_labels=self.planted)  # the flag rate: from the evidence, never --tau
         run.folder.write_evidence(self.final)
 
     def state_dict(self) -> Any:

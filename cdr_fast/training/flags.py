@@ -89,6 +89,9 @@ FLAGS: dict[str, dict[str, Any]] = {
     "val_fraction": dict(type=NUMBER, help="share of the training set held out as the (noisy) validation split, "
                          "which picks the reported epoch and is scored out-of-sample by the detectors; 0: no split, "
                          "the last epoch is reported"),
+    "canaries": dict(type=NUMBER, help="share of the training split trained on a planted wrong label (drawn from the "
+                     "other classes), so that the evidence can count the wrong labels; never flagged themselves "
+                     "(find_labels.py's default: 0.05; README, \"How many are wrong\")"),
     "device": dict(help="auto, cpu, cuda or cuda:N"),
     "stream": dict(action=argparse.BooleanOptionalAction, help="decode a folder's images on DataLoader workers as "
                    "batches need them, rather than holding them all on the device (default: stream only where "

@@ -86,6 +86,10 @@ class Trainer:
         self.data = prepare_data(config, self.device) if data is None else data
         if self.data.streamed is not None:
             self.log(f"streaming the images from their files: {self.data.streamed}")
+        if self.data.canaries.numel():
+            self.log(f"planted {self.data.canaries.numel()} canaries ({config.canaries:.0%} of the training split, each "
+                     "trained on a label drawn from the other classes) to count the wrong labels by; they are never "
+                     "flagged and keep their labels")
         n_train = self.data.train_x.shape[0]
         if config.batch_size > n_train:
             raise ValueError(f"batch size {config.batch_size} is larger than the training set ({n_train} examples after "

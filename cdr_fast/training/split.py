@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..data import Dataset, ImageFiles, dataset_spec, load_dataset, validation_split
 from ..data.batches import Examples
+from ..detection.canaries import plant_canaries
 from ..noise import NOISE, noisify
 from .config import TrainConfig, default_workers, memory_budget
 
@@ -30,6 +31,9 @@ class NoisySplit:
     val_clean: Tensor | None
     test_x: Examples
     test_y: Tensor
+    canaries: Tensor  # indices (in the dataset's training set) of the planted flips: train_y holds their
+    # planted labels, canary_labels their given ones (detection/canaries.py); empty without canaries
+    canary_labels: Tensor
     realised_rate: float  # the share of training labels that differ from the clean ones (NaN if unknown)
     num_classes: int
     class_names: list[str] | None = None  # as the dataset names its classes (None: their numbers)
@@ -89,6 +93,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
         train_idx, val_idx = fold_split(len(y), config.folds, config.fold, config.seed)
     else:
         train_idx, val_idx = validation_split(len(y), config.val_fraction, config.seed)
+    given = y
+    y, canaries = plant_canaries(y, train_idx, config.canaries, data.num_classes, config.seed)
     x = data.train_images
     return NoisySplit(
         train_x=_placed(x, train_idx, device), train_y=y[train_idx].to(device), train_index=train_idx,
@@ -96,7 +102,8 @@ def prepare_data(config: TrainConfig, device: torch.device) -> NoisySplit:
         val_x=_placed(x, val_idx, device), val_y=y[val_idx].to(device), val_index=val_idx,
         val_clean=clean[val_idx].to(device) if clean is not None else None,
         test_x=_placed(data.test_images, None, device), test_y=data.test_labels.to(device),
-        realised_rate=(y != clean).double().mean().item() if clean is not None else float("nan"),
+        canaries=canaries, canary_labels=given[canaries],
+        realised_rate=(given != clean).double().mean().item() if clean is not None else float("nan"),
         num_classes=data.num_classes, class_names=data.class_names, files=data.train_files,
         normalisation=data.normalisation, streamed=data.streamed,
     )

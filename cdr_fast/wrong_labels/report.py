@@ -23,7 +23,7 @@ from ..atomic_io import write_csv_atomic
 from ..checks import check_choice, check_positive_int, check_range
 from ..data import dataset_spec
 from ..detection import BEST, EVIDENCE_FILE, get_detector, load_evidence, rank_suspects
-from ..detection.metrics import correction_accuracy, precision_recall
+from ..detection.metrics import correction_accuracy
 from ..detection.count import relabel_confidently
 from .fix import FIXES, clean_builtin, clean_folder, clean_npz, cleaned_labels, fix_actions
 from .gallery import suspects_figure
@@ -34,9 +34,10 @@ from .images import example_images
 class LabelReport:
     flagged: int  # examples flagged
     relabelled: int  # of them, relabelled in the cleaned copy (the rest: for review, or dropped)
-    scored: int  # examples scored (the whole training set: trained on and held out)
+    scored: int  # examples judged (the whole training set, trained on and held out, but the canaries)
     rate: float  # the share flagged: the run's flag rate, or the one asked for
     files: list[Path]  # what was written
+    canaries: int = 0  # planted flips: the count's reference, never flagged (their labels are kept)
     precision: float | None = None  # against the clean labels, where known
     correction_accuracy: float | None = None
 
@@ -66,7 +67,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
     if not ranker.applies_to(e):
         raise ValueError(f"detector {detector!r} reads {', '.join(ranker.reads)}, which this run's evidence lacks")
     rate = e.flag_rate if flag_rate is None else flag_rate
-    ranking = rank_suspects(ranker.suspects(e), rate)
+    ranking = rank_suspects(ranker.suspects(e), rate, e.judged)
     order = ranking.order[:ranking.count]
     actions = fix_actions(ranking.flagged, relabel_confidently(e, ranking.suggested), fix)
 
@@ -93,7 +94,7 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
         captions = [f"#{k + 1} {e.class_name(int(e.given_label[i]))} → {e.class_name(int(ranking.suggested[i]))}"
                     for k, i in enumerate(shown)]
         suspects_figure(images, captions, files[-1], f"{len(shown)} most suspect of {ranking.count} flagged "
-                        f"({dataset}, {e.given_label.size} examples scored): given → suggested")
+                        f"({dataset}, {int(e.judged.sum())} examples judged): given → suggested")
 
     # The evidence covers the dataset's whole training set in its order: its labels are the given ones.
     labels, keep = cleaned_labels(e.given_label, e.index, actions, ranking.suggested)
@@ -108,10 +109,11 @@ def label_report(run_dir: str | Path, top_images: int = 48, fix: str = "relabel"
         files.append(run_dir / "cleaned_labels.npz")
         clean_builtin(files[-1], labels, keep)
 
-    report = LabelReport(ranking.count, int((actions == "relabel").sum()), ranking.score.size, rate, files)
+    report = LabelReport(ranking.count, int((actions == "relabel").sum()), int(e.judged.sum()), rate, files,
+                         canaries=int(e.canary.sum()))
     if e.clean_label is not None:
-        truly = e.given_label != e.clean_label
-        report.precision = precision_recall(ranking.score, truly, ranking.count)[0]
+        truly = (e.given_label != e.clean_label) & e.judged
+        report.precision = float((ranking.flagged & truly).sum() / ranking.count) if ranking.count else float("nan")
         report.correction_accuracy = correction_accuracy(ranking.flagged, ranking.suggested, e.given_label,
                                                          e.clean_label)
     return report

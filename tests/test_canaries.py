@@ -1,0 +1,232 @@
+"""Canaries (planted flips) and the count measured against them: the planting, the estimator on
+cases whose answer is known, the ranking that never flags a canary, and a run that plants them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cdr_fast.detection import Suspects, load_evidence, rank_suspects
+from cdr_fast.detection.canaries import plant_canaries
+from cdr_fast.detection.count import (
+    MIN_CANARIES,
+    canary_noise_rate,
+    confident_learning_rate,
+    estimated_noise_rate,
+)
+from cdr_fast.detection.evidence import Evidence
+
+
+# ---------------------------------------------------------------- planting
+
+@pytest.mark.parametrize("n, share, classes", [(1000, 0.05, 10), (37, 0.1, 3), (5, 0.5, 2), (0, 0.05, 10),
+                                               (200, 0.0, 10)])
+def test_canaries_are_a_seeded_share_of_the_rows_each_moved_to_another_class(fresh_seed, n, share, classes):
+    labels = torch.randint(0, classes, (n + 50,), generator=torch.Generator().manual_seed(fresh_seed))
+    rows = torch.arange(50, 50 + n)  # the training split: the first 50 are another split's
+    planted, chosen = plant_canaries(labels, rows, share, classes, seed=fresh_seed)
+    assert chosen.numel() == round(share * n)
+    assert chosen.tolist() == sorted(set(chosen.tolist())) and set(chosen.tolist()) <= set(rows.tolist())
+    assert (planted[chosen] != labels[chosen]).all() and ((planted >= 0) & (planted < classes)).all()
+    untouched = torch.ones(labels.numel(), dtype=torch.bool)
+    untouched[chosen] = False
+    assert torch.equal(planted[untouched], labels[untouched])
+    again, same = plant_canaries(labels, rows, share, classes, seed=fresh_seed)
+    assert torch.equal(again, planted) and torch.equal(same, chosen)  # every rank, every resume
+
+
+def test_the_planted_classes_spread_evenly_over_the_others():
+    labels = torch.zeros(90_000, dtype=torch.long)
+    planted, chosen = plant_canaries(labels, torch.arange(90_000), 0.5, 10, seed=3)
+    counts = torch.bincount(planted[chosen], minlength=10)
+    assert counts[0] == 0
+    assert (counts[1:] - 5000).abs().max() < 5 * 5000 ** 0.5  # 45,000 over 9 classes: 5,000 each, +- 5 sd
+
+
+# ---------------------------------------------------------------- the estimator
+
+def evidence_with(p_label: np.ndarray, labels: np.ndarray, planted: np.ndarray, suggested: np.ndarray,
+                  m: int = 10) -> Evidence:
+    """Evidence whose mean reading gives each example ``p_label`` on the label it was trained on
+    (``planted`` where >= 0, else ``labels``) and the rest to ``suggested``."""
+    n = labels.size
+    trained_on = np.where(planted >= 0, planted, labels)
+    assert (suggested != trained_on).all()
+    p = np.zeros((n, m))
+    p[np.arange(n), trained_on] = p_label
+    p[np.arange(n), suggested] += 1 - p_label
+    return Evidence(index=np.arange(n), given_label=labels, probs=p, probs_mean=p, margin_mean=np.zeros(n),
+                    probs_ema=p, epochs=1, planted_label=planted)
+
+
+def test_the_ratio_at_the_canaries_quantile_by_hand():
+    # canaries score 0.9, 0.8, 0.7, 0.6 (1 - p); the score half of them reach is 0.8 (2 of 4); 2 of the
+    # 8 others score at least 0.8: (2 / 8) / (2 / 4) = 0.5. The score 80% of them reach: 0.6 (all 4;
+    # 3 of 4 is 75%); 4 of 8 others reach it: (4 / 8) / 1
+    p_label = 1 - np.array([0.9, 0.8, 0.7, 0.6, 0.95, 0.85, 0.1, 0.2, 0.3, 0.05, 0.6, 0.79])
+    labels = np.zeros(12, dtype=np.int64)
+    planted = np.array([1, 2, 3, 4] + [-1] * 8)
+    e = evidence_with(p_label, labels, planted, suggested=np.full(12, 5))
+    assert canary_noise_rate(e, "probs_mean", 0.5) == pytest.approx(0.5, rel=1e-12)
+    assert canary_noise_rate(e, "probs_mean", 0.8) == pytest.approx(4 / 8, rel=1e-12)
+    assert canary_noise_rate(e, "probs_mean", 1.0) == pytest.approx(4 / 8, rel=1e-12)
+    assert canary_noise_rate(e, "probs_mean", 0.25) == pytest.approx((1 / 8) / (1 / 4), rel=1e-12)
+    # the other readings are read: the final one puts every canary far above the rest
+    e.probs = np.full_like(e.probs, 0.1)
+    e.probs[np.arange(12), np.where(planted >= 0, planted, labels)] = np.r_[np.zeros(4), np.full(8, 0.5)]
+    assert canary_noise_rate(e, "probs", 0.8) == 0.0
+    with pytest.raises(ValueError, match="unknown reading 'final'"):
+        canary_noise_rate(e, "final")
+    with pytest.raises(ValueError, match=r"invalid canary quantile: 0; valid values are \(0, 1\]"):
+        canary_noise_rate(e, "probs", 0)
+
+
+@pytest.mark.parametrize("quantile", [0.5, 0.8])
+def test_where_wrong_labels_score_like_the_canaries_the_estimate_is_their_share(fresh_seed, quantile):
+    rng = np.random.default_rng(fresh_seed)
+    n, share, wrong_rate = 20_000, 0.05, 0.08
+    labels = rng.integers(0, 10, n)
+    canary = rng.random(n) < share
+    wrong = ~canary & (rng.random(n) < wrong_rate)
+    planted = np.where(canary, (labels + rng.integers(1, 10, n)) % 10, -1)
+    # wrong labels and canaries: p on their label ~ U(0, 0.6); clean: ~ U(0.7, 1), all below the threshold
+    p_label = np.where(canary | wrong, rng.uniform(0, 0.6, n), rng.uniform(0.7, 1, n))
+    suggested = np.where(planted == (labels + 1) % 10, (labels + 2) % 10, (labels + 1) % 10)
+    e = evidence_with(p_label, labels, planted, suggested)
+    truth = wrong[~canary].mean()
+    sd = np.sqrt(truth / (n * (1 - share)) / quantile + truth ** 2 * (1 - quantile) / (quantile * n * share))
+    assert canary_noise_rate(e, "probs_mean", quantile) == pytest.approx(truth, abs=5 * sd)
+
+
+def test_clean_examples_above_the_threshold_push_the_count_up_and_learnt_flips_pull_it_down():
+    rng = np.random.default_rng(0)
+    n_clean, n_wrong, n_can = 4000, 400, 400
+    labels = rng.integers(0, 10, n_clean + n_wrong + n_can)
+    planted = np.r_[np.full(n_clean + n_wrong, -1), (labels[-n_can:] + 1) % 10]
+    canary_p, clean_p = rng.uniform(0, 0.2, n_can), rng.uniform(0.8, 1, n_clean)
+    truth = n_wrong / (n_clean + n_wrong)
+    like = evidence_with(np.r_[clean_p, rng.uniform(0, 0.2, n_wrong), canary_p], labels, planted, (labels + 2) % 10)
+    confused = evidence_with(np.r_[np.where(np.arange(n_clean) < 400, 0.05, clean_p), rng.uniform(0, 0.2, n_wrong),
+                                   canary_p], labels, planted, (labels + 2) % 10)
+    learnt = evidence_with(np.r_[clean_p, rng.uniform(0.3, 0.5, n_wrong), canary_p], labels, planted, (labels + 2) % 10)
+    assert canary_noise_rate(like, "probs_mean") == pytest.approx(truth, rel=0.1)
+    assert canary_noise_rate(confused, "probs_mean") > 1.5 * truth
+    assert canary_noise_rate(learnt, "probs_mean") == 0.0
+
+
+def test_the_count_uses_the_canaries_from_min_canaries_on_and_confident_learning_below(fresh_seed):
+    rng = np.random.default_rng(fresh_seed)
+    n = 400
+    labels = rng.integers(0, 4, n)
+    p = rng.dirichlet(np.ones(4), size=n)
+    for planted_count, by_canaries in ((MIN_CANARIES, True), (MIN_CANARIES - 1, False), (0, False)):
+        planted = np.full(n, -1)
+        planted[:planted_count] = (labels[:planted_count] + 1) % 4
+        e = Evidence(index=np.arange(n), given_label=labels, probs=p, probs_mean=p, margin_mean=np.zeros(n),
+                     probs_ema=p, epochs=1, planted_label=planted)
+        expected = canary_noise_rate(e) if by_canaries else confident_learning_rate(e)
+        assert estimated_noise_rate(e) == expected
+    with pytest.raises(ValueError, match="needs canaries"):
+        canary_noise_rate(Evidence(index=np.arange(n), given_label=labels, probs=p, probs_mean=p,
+                                   margin_mean=np.zeros(n), probs_ema=p, epochs=1))
+
+
+def test_confident_learning_leaves_the_canaries_out():
+    from cdr_fast.detection import confident_learning
+
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(3), size=60)
+    y = rng.integers(0, 3, 60)
+    planted = np.where(np.arange(60) < 10, (y + 1) % 3, -1)
+    e = Evidence(index=np.arange(60), given_label=y, probs=p, probs_mean=p, margin_mean=np.zeros(60), probs_ema=p,
+                 epochs=1, planted_label=planted)
+    assert confident_learning_rate(e) == confident_learning(p[10:], y[10:]).noise_rate
+
+
+# ---------------------------------------------------------------- the evidence and the ranking
+
+def test_canaries_round_trip_and_are_never_flagged(tmp_path):
+    p = np.full((6, 3), 1 / 3)
+    e = Evidence(index=np.arange(6), given_label=np.array([0, 1, 2, 0, 1, 2]), probs=p, probs_mean=p,
+                 margin_mean=np.zeros(6), probs_ema=p, epochs=1, planted_label=np.array([-1, 2, -1, -1, 0, -1]))
+    e.save(tmp_path / "evidence.npz")
+    back = load_evidence(tmp_path)
+    assert back.planted_label.tolist() == [-1, 2, -1, -1, 0, -1]
+    assert back.canary.tolist() == [False, True, False, False, True, False]
+    assert back.trained_label.tolist() == [0, 2, 2, 0, 0, 2] and back.given_label.tolist() == [0, 1, 2, 0, 1, 2]
+    score = np.array([0.1, 9.0, 0.3, 0.2, 8.0, 0.4])  # the canaries score highest
+    ranking = rank_suspects(Suspects(score, np.zeros(6, int)), 0.5, back.judged)
+    assert ranking.order.tolist() == [5, 2, 3, 0] and ranking.flagged.tolist() == [False, False, True, False,
+                                                                                    False, True]
+    assert load_evidence_without_canaries(tmp_path).canary.tolist() == [False] * 6
+
+
+def load_evidence_without_canaries(folder):
+    e = load_evidence(folder)
+    e.planted_label = None
+    return e
+
+
+# ---------------------------------------------------------------- a run that plants them
+
+def test_a_run_trains_on_the_planted_labels_and_its_evidence_keeps_the_given_ones(tmp_path):
+    from conftest import REPO
+    from cdr_fast.training import RunFolder, TrainConfig, Trainer
+    from cdr_fast.training.split import prepare_data
+
+    tiny = REPO / "tests" / "data" / "tiny.npz"
+    config = TrainConfig(dataset="npz", data_dir=str(tiny), method="sgd", epochs=2, batch_size=32, canaries=0.1,
+                         seed=4)
+    data = prepare_data(config, torch.device("cpu"))
+    with np.load(tiny) as z:
+        given = z["train_labels"]
+    expected_rows = plant_canaries(torch.as_tensor(given), data.train_index, 0.1, 10, 4)[1]
+    assert data.canaries.tolist() == expected_rows.tolist() and data.canaries.numel() == round(0.1 * 270)
+    assert data.canary_labels.tolist() == given[data.canaries.numpy()].tolist()
+    run = RunFolder(str(tmp_path / "run"))
+    run.begin(resume=None)
+    try:
+        Trainer(config, run, progress=False, log=lambda line: None).fit()
+    finally:
+        run.release()
+    e = load_evidence(tmp_path / "run")
+    assert e.given_label.tolist() == given.tolist()  # the dataset's labels, canaries' too
+    rows = data.canaries.numpy()
+    assert e.canary.nonzero()[0].tolist() == rows.tolist() and (e.planted_label[rows] != given[rows]).all()
+    assert e.flag_rate == canary_noise_rate(e)  # 27 canaries: the count is theirs
+    suspects = {int(line.split(",")[0]) for line in (tmp_path / "run" / "suspects.csv").read_text().splitlines()[1:]}
+    assert suspects == set(range(300)) - set(rows.tolist())  # every example but the canaries
+
+
+@pytest.mark.parametrize("value, message", [(0.5, r"invalid canaries: 0.5; valid values are \[0, 0.5\)"),
+                                            (-0.1, "invalid canaries: -0.1")])
+def test_bad_canary_shares_are_one_line(value, message):
+    from cdr_fast.training import TrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(dataset="mnist-mini", canaries=value).validate()
+    with pytest.raises(ValueError, match="canaries .* and folds .* do not combine"):
+        TrainConfig(dataset="mnist-mini", canaries=0.05, folds=2, fold=0).validate()
+
+
+def test_with_canaries_a_suggestion_is_relabelled_only_if_as_sure_as_a_canarys_true_class():
+    from cdr_fast.detection.count import relabel_confidently
+
+    n_can, m = MIN_CANARIES + 1, 3
+    # the canaries: the mean reading gives their true (given) class 0.5 + k / 100, median 0.6
+    can_true = 0.5 + np.arange(n_can) / 100
+    others = np.array([0.55, 0.6, 0.65, 0.45])  # four suspects, each suggestion 1 at this probability
+    p = np.zeros((n_can + 4, m))
+    p[:n_can, 0], p[:n_can, 2] = can_true, 1 - can_true
+    p[n_can:, 1], p[n_can:, 0] = others, 1 - others
+    given = np.r_[np.zeros(n_can, int), np.full(4, 2)]
+    planted = np.r_[np.full(n_can, 2), np.full(4, -1)]
+    e = Evidence(index=np.arange(n_can + 4), given_label=given, probs=p, probs_mean=p, margin_mean=np.zeros(n_can + 4),
+                 probs_ema=p, epochs=1, planted_label=planted)
+    suggested = np.r_[np.zeros(n_can, int), np.ones(4, int)]
+    assert np.median(can_true) == pytest.approx(0.6)
+    # 0.55: the most probable, above 1/2, but less sure than the canaries' median; 0.45: not above 1/2
+    assert relabel_confidently(e, suggested)[n_can:].tolist() == [False, True, True, False]
+    e.planted_label = None  # no canaries: the majority rule alone
+    assert relabel_confidently(e, suggested)[n_can:].tolist() == [True, True, True, False]
