@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,6 +34,10 @@ from .data.batches import Examples, batches
 from .trained import predict_probabilities
 
 ANCHOR_QUANTILE = 0.97
+# --tau auto's warm-up plants this share of canaries, and counts at the score this share of them
+# reach (chosen on the development half of results/tau-canaries: estimate_with_canaries)
+WARMUP_CANARIES = 0.05
+WARMUP_QUANTILE = 0.8
 
 
 class NoiseEstimate(NamedTuple):
@@ -64,6 +69,39 @@ def estimate_noise(probs: Tensor, noisy_labels: Tensor, quantile: float = ANCHOR
     priors = torch.bincount(noisy_labels.cpu(), minlength=c).double() / noisy_labels.numel()
     rate = float(1.0 - (priors * transition.diagonal().cpu()).sum())
     return NoiseEstimate(min(max(rate, 0.0), 1.0), transition.float().cpu())
+
+
+def estimate_with_canaries(probs: Tensor, planted_labels: Tensor, canaries: Tensor, share: float,
+                           quantile: float = WARMUP_QUANTILE) -> NoiseEstimate:
+    """The noise rate from a warm-up trained on ``planted_labels``: the given labels with
+    ``canaries`` (a share ``share`` of the examples, ``cdr_fast.detection.canaries``) moved to a
+    class drawn from the others.
+
+    Two estimates, each of which errs low where the other holds: the canary ratio
+    (``canary_ratio``) of small loss on the warm-up's probabilities over the other examples (how
+    many score as the planted flips do), which at 1-10% noise is within a few thousandths where the
+    anchors fall to a third of the truth, but misses flips the warm-up learns as a class-level
+    pattern (pairflip at 20-40%: a fifth of the truth); and the anchor points' ``1 - sum_i pi_i
+    T_ii``, with the canaries' flips undone (they compose T with C = (1 - s) I + s (J - I) / (m - 1),
+    so T = T_warm C^-1, clipped at 0, rows renormalised). The rate is the larger: for CDR a tau far
+    too low gives the memorisation back, one a little high costs a little (results/tau-canaries)."""
+    from .detection.canaries import canary_ratio
+
+    n, m = probs.shape
+    rows = torch.arange(n, device=probs.device)
+    score = (1.0 - probs.double()[rows, planted_labels]).cpu().numpy()
+    planted = np.zeros(n, dtype=bool)
+    planted[canaries.cpu().numpy()] = True
+    eye = torch.eye(m, dtype=torch.float64)
+    mix = (1.0 - share) * eye + share * (1.0 - eye) / max(m - 1, 1)
+    transition = (anchor_transition(probs).cpu() @ torch.linalg.inv(mix)).clamp_min(0.0)
+    transition = transition / transition.sum(1, keepdim=True).clamp_min(1e-12)
+    given = planted_labels.cpu().clone()
+    given[canaries.cpu()] = -1  # the canaries' given labels are not known here: the priors of the rest
+    priors = torch.bincount(given[given >= 0], minlength=m).double()
+    anchors = float(1.0 - (priors / priors.sum() * transition.diagonal()).sum())
+    rate = max(canary_ratio(score[planted], score[~planted], quantile), min(max(anchors, 0.0), 1.0))
+    return NoiseEstimate(rate, transition.float())
 
 
 def snapshot_steps(steps: int, snapshots: int) -> list[int]:

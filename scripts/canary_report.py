@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cdr_fast.detection.count import CANARY_QUANTILE, CANARY_READING, canary_noise_rate
-from detection_count import REPO, goal_and_error, key_of, mean, write_cells
+from benchmark_cells import REPO, goal_and_error, key_of, mean, write_cells, write_readme
 
 # The count's candidates: the canary ratio on each reading at each threshold (the canaries' score
 # reached by a share q of them); confident learning's rule calibrated by the canaries' recall, and
@@ -143,9 +143,34 @@ def report(out: Path, share: float, canary_free: Path) -> str:
               f"{mean([cells[k]['confident_learning'] for k in cells]):.4f}). The confident-relabel copy at the "
               f"canary count introduces at most a tenth of the wrong labels it removes in **{totals['clean']}**.",
               "", *table]
-    text = "\n".join(lines) + "\n"
-    (out / "README.md").write_text(text)
-    return text
+    lines += full_size_table(out, chosen)
+    return write_readme(out, lines)
+
+
+def full_size_table(out: Path, chosen: str) -> list[str]:
+    """The whole training sets (``--full-size``: runs-full/), held-out seed, under the same choices."""
+    from cdr_fast.detection import BEST
+
+    folders = sorted(s.parent for s in (out / "runs-full").glob("*/summary.json"))
+    if not folders:
+        return []
+    lines = ["", "## The whole training sets (held-out seed 3, CDR+AUX), under the same choices", "",
+             "`python scripts/detection_count.py --out results/detection-canaries --workers 2 --canaries 0.05 "
+             "--full-size`: 54,000 training examples (2,700 canaries) and 6,000 held out.", "",
+             "| dataset | noise | rate | truly wrong | flagged | count within goal | CL count | AP ours | AP small loss | "
+             "AP conf. learning | relabelled right | introduced | reviewed | clean within goal |",
+             "|" + "---|" * 14]
+    for folder in folders:
+        k, c = key_of(folder.name), {}
+        for r in measure(folder):
+            c[(r["measure"], r["detector"])] = r
+        count, cl, clean = c[("count", chosen)], c[("count", CL)], c[("clean", chosen)]
+        lines.append(f"| {k['dataset']} | {k['kind']} | {k['rate']:.0%} | {count['truly_wrong']} | {count['value']} | "
+                     f"{'yes' if count['within_goal'] else 'no'} | {cl['value']} | {c[('ap', BEST)]['value']:.4f} | "
+                     f"{c[('ap', 'small_loss')]['value']:.4f} | {c[('ap', 'confident_learning')]['value']:.4f} | "
+                     f"{clean['value']} | {clean['introduced']} | {clean['reviewed']} | "
+                     f"{'yes' if clean['within_goal'] else 'no'} |")
+    return lines
 
 
 def canary_cost(dev: list[dict], canary_free: Path) -> list[str]:

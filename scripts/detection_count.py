@@ -18,8 +18,6 @@ Writes runs/<cell>/ (each run's folder), cells.csv (one row per run and measure)
 from __future__ import annotations
 
 import argparse
-import csv
-import statistics
 import sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -28,25 +26,29 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmark_cells import (METHODS, REPO, cell_name, goal_and_error, key_of, mean, write_cells,  # noqa: E402
+                             write_readme)
 
 DATASETS = ("mnist", "fashion-mnist")
 RATES = (0.01, 0.03, 0.05, 0.10, 0.20, 0.40)
 KINDS = ("symmetric", "pairflip", "random_matrix", "class_dependent", "confusion")
-METHODS = ("cdr_aux", "sgd")
 SEEDS = {1: "development", 2: "held-out"}
 # The canary count's halves (--canaries): seed 2 was read twice before the canaries were planted, so
 # their held-out half is a fresh seed, named here before any choice was made.
 CANARY_SEEDS = {1: "development", 3: "held-out"}
+# --full-size: the whole training sets, CDR+AUX, held-out seed only
+FULL_KINDS, FULL_RATES = ("symmetric", "confusion"), (0.01, 0.05, 0.20)
 SIZE, TEST_SIZE, EPOCHS = 3000, 1000, 20
 
 
-def subset(dataset: str, out: Path) -> Path:
-    """A stratified SIZE-example training subset (and TEST_SIZE test examples) as an npz, clean labels."""
+def subset(dataset: str, out: Path, full: bool = False) -> Path:
+    """A stratified SIZE-example training subset (and TEST_SIZE test examples) as an npz, clean
+    labels; ``full``: the whole training and test sets."""
     from cdr_fast.data import load_dataset
 
-    path = out / "data" / f"{dataset}-{SIZE}.npz"
+    path = out / "data" / f"{dataset}-{'full' if full else SIZE}.npz"
     if path.is_file():
         return path
     data = load_dataset(dataset, REPO.parent / "shared" / "data" / dataset)
@@ -54,14 +56,12 @@ def subset(dataset: str, out: Path) -> Path:
     y = data.train_labels.numpy()
     keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), SIZE // 10, replace=False) for c in range(10)]))
     test = np.sort(rng.choice(len(data.test_labels), TEST_SIZE, replace=False))
+    if full:
+        keep, test = np.arange(y.size), np.arange(len(data.test_labels))
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, train_images=data.train_images.numpy()[keep], train_labels=y[keep],
              test_images=data.test_images.numpy()[test], test_labels=data.test_labels.numpy()[test])
     return path
-
-
-def cell_name(dataset, kind, rate, method, seed) -> str:
-    return f"{dataset}_{kind}{round(rate * 100):02d}_{method}_s{seed}"
 
 
 def cell_config(data_dir, kind: str, rate: float, method: str, seed: int, **extra):
@@ -177,36 +177,7 @@ def measure(folder: Path) -> list[dict]:
     return rows
 
 
-def key_of(name: str) -> dict:
-    """``cell_name``'s parts back from a folder's name."""
-    rest, seed = name.rsplit("_s", 1)
-    method = next(m for m in METHODS if rest.endswith("_" + m))
-    dataset, kind_rate = rest[: -len(method) - 1].split("_", 1)
-    return {"dataset": dataset, "kind": kind_rate[:-2], "rate": int(kind_rate[-2:]) / 100, "method": method,
-            "seed": int(seed)}
-
-
 # ---------------------------------------------------------------- the report
-
-def mean(values) -> float:
-    return statistics.fmean(values) if values else float("nan")
-
-
-def write_cells(out: Path, rows: list[dict], keys: list[str]) -> None:
-    """cells.csv: one row per run and measure; ``keys`` name what the measure was taken on."""
-    fields = ["dataset", "kind", "rate", "method", "seed", "measure", *keys, "detector", "value", "truly_wrong",
-              "within_goal", "introduced", "reviewed"]
-    with open(out / "cells.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: r.get(k, "") for k in fields} for r in rows)
-
-
-def goal_and_error(counts: list[dict]) -> tuple[int, float]:
-    """Count rows: how many are within the goal, and minus their mean relative error (larger: better)."""
-    return (sum(r["within_goal"] for r in counts),
-            -mean([abs(r["value"] - r["truly_wrong"]) / max(r["truly_wrong"], 1) for r in counts]))
-
 
 def report(out: Path) -> str:
     rows = []
@@ -298,9 +269,7 @@ def report(out: Path) -> str:
         f"learning {mean(held_cl):.4f}); the confident-relabel copy introduces at "
         f"most a tenth of the wrong labels it removes in **{totals['clean']}**.", ""]
     lines += ["", "## In-sample against out-of-sample (development half)", "", *folds_table(out, count_reading)]
-    text = "\n".join(lines) + "\n"
-    (out / "README.md").write_text(text)
-    return text
+    return write_readme(out, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--canaries", type=float, default=0.0,
                    help="plant this share of canaries in every cell (the canary count); its halves are seeds "
                         f"{CANARY_SEEDS}")
+    p.add_argument("--full-size", action="store_true",
+                   help="with --canaries: the whole training sets instead, a few held-out cells (runs-full/)")
     args = p.parse_args(argv)
     seeds = CANARY_SEEDS if args.canaries else SEEDS
     out = args.out.resolve()
@@ -324,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                         for method in METHODS:
                             jobs.append((data, out / "runs" / cell_name(dataset, kind, rate, method, seed), kind, rate,
                                          method, seed, args.canaries))
+        if args.full_size:  # the held-out seed only, under the choices the 3,000-example cells made
+            jobs = [(subset(dataset, out, full=True), out / "runs-full" / cell_name(dataset, kind, rate, "cdr_aux", 3),
+                     kind, rate, "cdr_aux", 3, args.canaries)
+                    for dataset in DATASETS for kind in FULL_KINDS for rate in FULL_RATES]
         jobs.sort(key=lambda job: job[5] != 1)  # the development half first: its choices can start early
         folded = [(d, Path(str(f) + "_folds2"), kind, rate, method, seed) for d, f, kind, rate, method, seed, _ in jobs
                   if not args.canaries and seed == 1 and method == "cdr_aux" and rate in FOLD_RATES and kind in FOLD_KINDS]

@@ -17,6 +17,7 @@ from pathlib import Path
 from cdr_fast.atomic_io import write_bytes_atomic, write_csv_atomic
 from cdr_fast.data import BUILT_IN
 from cdr_fast.noise import NOISE_TYPES
+from cdr_fast.training.advice import fitted_warmup
 from cdr_fast.training import TrainConfig, Trainer
 
 
@@ -38,7 +39,8 @@ def main() -> None:
             config = TrainConfig(method="cdr", tau="auto", tau_warmup_steps=args.warmup_steps, dataset=args.dataset,
                                  data_dir=args.data_dir, noise_type=noise, noise_rate=rate, seed=args.seed)
             trainer = Trainer(config, None, progress=False, log=lambda s: None)
-            estimate = trainer.estimate_noise()
+            steps, _ = fitted_warmup(args.warmup_steps, config.batch_size, trainer.data.train_x.shape[0])
+            estimate = trainer.tau.estimate_noise(trainer, steps)  # what --tau auto does before epoch 1
             realised = trainer.data.realised_rate
             rows.append({"dataset": args.dataset, "noise_type": noise, "noise_rate": rate,
                          "realised_rate": round(realised, 4), "estimated_rate": round(estimate.rate, 4),

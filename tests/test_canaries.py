@@ -3,6 +3,8 @@ cases whose answer is known, the ranking that never flags a canary, and a run th
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -191,6 +193,7 @@ def test_a_run_trains_on_the_planted_labels_and_its_evidence_keeps_the_given_one
     finally:
         run.release()
     e = load_evidence(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["canaries"] == 27
     assert e.given_label.tolist() == given.tolist()  # the dataset's labels, canaries' too
     rows = data.canaries.numpy()
     assert e.canary.nonzero()[0].tolist() == rows.tolist() and (e.planted_label[rows] != given[rows]).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,88 @@ def test_the_rate_weighs_each_class_by_its_noisy_prior():
     labels = torch.tensor([0, 0, 0, 1])
     estimate = estimate_noise(probs, labels, quantile=1.0)
     assert estimate.rate == pytest.approx(1 - (0.75 * 0.5 + 0.25 * 1.0))  # 0.375; uniform would say 0.25
+
+
+def test_the_warm_ups_canaries_count_the_noise_and_their_flips_are_undone_in_the_transition(fresh_seed):
+    """A warm-up's probabilities by hand: the given labels carry 8% wrong ones, and 5% canaries
+    (planted flips); wrong labels and canaries get p(label) ~ U(0, 0.3), clean ones ~ U(0.6, 1). The
+    rate is the canaries' ratio (the truth, up to sampling); the anchors (examples whose
+    probabilities are a row of T C, C the canaries' uniform flips) give back T."""
+    from cdr_fast.detection.canaries import plant_canaries
+    from cdr_fast.estimate import estimate_with_canaries
+
+    gen = torch.Generator().manual_seed(fresh_seed)
+    n, m, share = 20_000, 4, 0.05
+    given = torch.randint(0, m, (n,), generator=gen)
+    wrong = torch.rand(n, generator=gen) < 0.08
+    planted, canaries = plant_canaries(given, torch.arange(n), share, m, fresh_seed)
+    is_canary = torch.zeros(n, dtype=torch.bool)
+    is_canary[canaries] = True
+    low = wrong | is_canary
+    p_label = torch.where(low, 0.3 * torch.rand(n, generator=gen, dtype=torch.float64),
+                          0.6 + 0.4 * torch.rand(n, generator=gen, dtype=torch.float64))
+    probs = torch.zeros(n, m, dtype=torch.float64)
+    probs[torch.arange(n), planted] = p_label
+    probs[torch.arange(n), (planted + 1) % m] += 1 - p_label
+    estimate = estimate_with_canaries(probs, planted, canaries, share, quantile=0.8)
+    truth = wrong[~is_canary].double().mean().item()
+    assert estimate.rate == pytest.approx(truth, abs=0.01)
+    # the transition: every example of class i predicts row i of T C (its labels' flips, then the
+    # canaries'), blurred a little towards uniform (at most 0.02), so its anchors are near-exact rows;
+    # undoing C gives back T
+    t = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.0, 0.8, 0.2, 0.0], [0.0, 0.0, 1.0, 0.0], [0.05, 0.0, 0.0, 0.95]],
+                     dtype=torch.float64)
+    mix = (1 - share) * torch.eye(m, dtype=torch.float64) + share * (1 - torch.eye(m, dtype=torch.float64)) / (m - 1)
+    true_class = torch.randint(0, m, (n,), generator=gen)
+    estimate = estimate_with_canaries(noisy_posteriors(true_class, t @ mix, gen, blur=0.02), planted, canaries, share)
+    torch.testing.assert_close(estimate.transition.double(), t, atol=0.02, rtol=0)
+    assert not torch.allclose(estimate.transition.double(), t @ mix, atol=0.02, rtol=0)  # C was undone
+
+
+def test_tau_auto_plants_canaries_in_its_warm_up_only(tmp_path):
+    from cdr_fast.training import RunFolder, TrainConfig, Trainer
+
+    lines = []
+    gen = np.random.default_rng(0)  # 500 random images: 450 to train on, enough for 22 canaries
+    np.savez(tmp_path / "data.npz", train_images=gen.integers(0, 256, (500, 28, 28), dtype=np.uint8),
+             train_labels=gen.integers(0, 10, 500), test_images=gen.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+             test_labels=gen.integers(0, 10, 20))
+    config = TrainConfig(dataset="npz", data_dir=str(tmp_path / "data.npz"), method="cdr", tau="auto",
+                         tau_warmup_steps=30, epochs=1, seed=2)
+    run = RunFolder(str(tmp_path / "run"))
+    run.begin(resume=None)
+    try:
+        trainer = Trainer(config, run, progress=False, log=lines.append)
+        given = trainer.data.train_y.clone()
+        trainer.fit()
+    finally:
+        run.release()
+    planted = round(0.05 * given.numel())
+    assert any(f"warm-up steps, against {planted} canaries planted in its labels: tau = " in line for line in lines)
+    assert torch.equal(trainer.data.train_y, given) and trainer.data.canaries.numel() == 0  # the run's own: none
+
+
+def test_with_the_runs_own_canaries_the_warm_up_plants_among_the_others(tmp_path, monkeypatch):
+    import cdr_fast.training.tau_auto as tau_auto
+    from cdr_fast.training import TrainConfig, Trainer
+
+    drawn = []
+    real = tau_auto.plant_canaries
+
+    def recording(labels, rows, share, classes, seed):
+        out = real(labels, rows, share, classes, seed)
+        drawn.append(out[1])
+        return out
+
+    monkeypatch.setattr(tau_auto, "plant_canaries", recording)
+    gen = np.random.default_rng(1)
+    np.savez(tmp_path / "data.npz", train_images=gen.integers(0, 256, (500, 28, 28), dtype=np.uint8),
+             train_labels=gen.integers(0, 10, 500), test_images=gen.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+             test_labels=gen.integers(0, 10, 20))
+    config = TrainConfig(dataset="npz", data_dir=str(tmp_path / "data.npz"), method="cdr", tau="auto",
+                         tau_warmup_steps=10, epochs=1, seed=3, canaries=0.1)
+    trainer = Trainer(config, None, progress=False, log=lambda line: None)
+    trainer.tau.estimate_noise(trainer, config.tau_warmup_steps)
+    own = set(torch.nonzero(torch.isin(trainer.data.train_index, trainer.data.canaries)).flatten().tolist())
+    assert len(own) == 45 and len(drawn) == 1 and drawn[0].numel() == round(0.05 * 450)
+    assert not own & set(drawn[0].tolist())  # the run's own canaries stay wrong labels to count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -398,7 +399,7 @@ def test_the_summary_reports_test_accuracy_at_the_best_validation_epoch():
                for e, v, t, s in ((1, 50.0, 60.0, 3.0), (2, 70.0, 80.0, 1.0), (3, 65.0, 85.0, 2.0),
                                   (4, 70.0, 90.0, 5.0), (5, 40.0, 30.0, 4.0))]
     data = SimpleNamespace(realised_rate=0.4, train_x=torch.zeros(9, 1), val_x=torch.zeros(1, 1),
-                           test_x=torch.zeros(2, 1))
+                           test_x=torch.zeros(2, 1), canaries=torch.zeros(0, dtype=torch.long))
     summary = run_summary(small(epochs=5), history, data, detection=None, aux=None, tau=0.4, estimated_rate=None,
                           engine="reference", device="cpu", world_size=1)
     assert (summary["best_val_epoch"], summary["best_val_acc"], summary["test_acc_at_best_val"]) == (2, 70.0, 80.0)
@@ -539,3 +540,19 @@ def test_a_format_4_checkpoint_resumes_at_an_epoch_end_but_not_mid_epoch(tmp_pat
         check_compatible({**state, "format": 4, "partial": {"step": 3}}, config, 1)
     with pytest.raises(ValueError, match=r"checkpoint format 3 is not 5 \(made by another version of cdr-fast\)$"):
         check_compatible({**state, "format": 3}, config, 1)
+
+
+def test_a_checkpoint_from_before_canaries_resumes_and_another_canary_share_is_refused(tmp_path):
+    from cdr_fast.training.checkpoint import check_compatible
+
+    config = small(epochs=2)
+    state = quiet(config, tmp_path).state_dict()
+    before = {**state, "config": {k: v for k, v in state["config"].items() if k != "canaries"}}
+    check_compatible(before, config, 1)  # a run from before canaries planted none
+    for made in (state, before):
+        with pytest.raises(ValueError, match=r"other settings \(canaries: checkpoint 0.0, now 0.05\)"):
+            check_compatible(made, dataclasses.replace(config, canaries=0.05), 1)
+    planted = dataclasses.replace(config, canaries=0.05)
+    with pytest.raises(ValueError, match=r"other settings \(canaries: checkpoint 0.05, now 0.0\)"):
+        check_compatible({**state, "config": {**state["config"], "canaries": 0.05}}, config, 1)
+    check_compatible({**state, "config": {**state["config"], "canaries": 0.05}}, planted, 1)

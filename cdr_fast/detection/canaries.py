@@ -15,6 +15,9 @@ the training, which is why only the detection run (``find_labels.py``) plants th
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,3 +34,17 @@ def plant_canaries(labels: Tensor, rows: Tensor, share: float, num_classes: int,
     planted = labels.clone()
     planted[chosen] = (labels[chosen] + shift) % num_classes
     return planted, chosen
+
+
+def canary_ratio(canary_scores: np.ndarray, other_scores: np.ndarray, quantile: float) -> float:
+    """The share of wrong labels among ``other_scores``, measured against the canaries' scores
+    (larger: more suspect): (share of the others at or above t) / (share of the canaries there),
+    t the score that at least a share ``quantile`` of the canaries reach. If the wrong labels score
+    like the canaries and no clean example reaches t, that is their share (mixture proportion
+    estimation with a known component); capped at 1."""
+    canaries = np.sort(np.asarray(canary_scores, dtype=np.float64))[::-1]
+    others = np.asarray(other_scores, dtype=np.float64)
+    if canaries.size == 0 or others.size == 0:
+        raise ValueError(f"canary_ratio: needs canaries and other examples; got {canaries.size} and {others.size}")
+    t = canaries[max(math.ceil(quantile * canaries.size) - 1, 0)]
+    return float(min((others >= t).mean() / (canaries >= t).mean(), 1.0))

@@ -20,11 +20,10 @@ results/detection-count (confident learning's).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..checks import check_range
+from .canaries import canary_ratio
 from .confident import confident_learning
 from .evidence import Evidence
 
@@ -77,10 +76,7 @@ def canary_noise_rate(evidence: Evidence, reading: str = CANARY_READING, quantil
         raise ValueError("canary_noise_rate: the evidence needs canaries and other trained examples")
     y = evidence.trained_label
     score = 1.0 - getattr(evidence, reading)[np.arange(y.size), y].astype(np.float64)
-    canaries = np.sort(score[can])[::-1]
-    t = canaries[max(math.ceil(quantile * canaries.size) - 1, 0)]  # at least a share `quantile` reach it
-    reached = float((canaries >= t).mean())
-    return float(min((score[pool] >= t).mean() / reached, 1.0))
+    return canary_ratio(score[can], score[pool], quantile)
 
 
 def relabel_confidently(evidence: Evidence, suggested: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ def check_compatible(state: dict[str, Any], config: TrainConfig, world_size: int
                          "cdr-fast" + (", in the middle of an epoch: resume it with that version, or start anew)"
                                        if made in EPOCH_END_FORMATS else ")"))
     saved = dict(state["config"])
+    saved.setdefault("canaries", 0.0)  # a setting added since: a checkpoint made before it ran with none
     mine = config.used_settings()
     saved["epochs"] = mine["epochs"]
     diffs = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}

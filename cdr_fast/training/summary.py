@@ -49,6 +49,7 @@ def run_summary(config: TrainConfig, history: list[dict[str, Any]], data: NoisyS
         "num_train": int(data.train_x.shape[0]),
         "num_val": int(data.val_x.shape[0]),
         "num_test": int(data.test_x.shape[0]),
+        "canaries": int(data.canaries.numel()),  # planted flips in the training split (never judged)
         "reported_epoch": "best validation accuracy" if validated else "last (no validation split)",
         "best_val_epoch": best["epoch"],
         "best_val_acc": best["val_acc"],
