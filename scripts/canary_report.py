@@ -154,18 +154,19 @@ def full_size_table(out: Path, chosen: str) -> list[str]:
     folders = sorted(s.parent for s in (out / "runs-full").glob("*/summary.json"))
     if not folders:
         return []
-    lines = ["", "## The whole training sets (held-out seed 3, CDR+AUX), under the same choices", "",
+    lines = ["", "## The whole training sets (held-out seed 3), under the same choices", "",
              "`python scripts/detection_count.py --out results/detection-canaries --workers 2 --canaries 0.05 "
              "--full-size`: 54,000 training examples (2,700 canaries) and 6,000 held out.", "",
-             "| dataset | noise | rate | truly wrong | flagged | count within goal | CL count | AP ours | AP small loss | "
-             "AP conf. learning | relabelled right | introduced | reviewed | clean within goal |",
-             "|" + "---|" * 14]
+             "| dataset | noise | rate | method | truly wrong | flagged | count within goal | CL count | AP ours | "
+             "AP small loss | AP conf. learning | relabelled right | introduced | reviewed | clean within goal |",
+             "|" + "---|" * 15]
     for folder in folders:
         k, c = key_of(folder.name), {}
         for r in measure(folder):
             c[(r["measure"], r["detector"])] = r
         count, cl, clean = c[("count", chosen)], c[("count", CL)], c[("clean", chosen)]
-        lines.append(f"| {k['dataset']} | {k['kind']} | {k['rate']:.0%} | {count['truly_wrong']} | {count['value']} | "
+        lines.append(f"| {k['dataset']} | {k['kind']} | {k['rate']:.0%} | {k['method']} | {count['truly_wrong']} | "
+                     f"{count['value']} | "
                      f"{'yes' if count['within_goal'] else 'no'} | {cl['value']} | {c[('ap', BEST)]['value']:.4f} | "
                      f"{c[('ap', 'small_loss')]['value']:.4f} | {c[('ap', 'confident_learning')]['value']:.4f} | "
                      f"{clean['value']} | {clean['introduced']} | {clean['reviewed']} | "

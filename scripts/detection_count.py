@@ -38,7 +38,7 @@ SEEDS = {1: "development", 2: "held-out"}
 # The canary count's halves (--canaries): seed 2 was read twice before the canaries were planted, so
 # their held-out half is a fresh seed, named here before any choice was made.
 CANARY_SEEDS = {1: "development", 3: "held-out"}
-# --full-size: the whole training sets, CDR+AUX, held-out seed only
+# --full-size: the whole training sets, held-out seed only
 FULL_KINDS, FULL_RATES = ("symmetric", "confusion"), (0.01, 0.05, 0.20)
 SIZE, TEST_SIZE, EPOCHS = 3000, 1000, 20
 
@@ -296,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                             jobs.append((data, out / "runs" / cell_name(dataset, kind, rate, method, seed), kind, rate,
                                          method, seed, args.canaries))
         if args.full_size:  # the held-out seed only, under the choices the 3,000-example cells made
-            jobs = [(subset(dataset, out, full=True), out / "runs-full" / cell_name(dataset, kind, rate, "cdr_aux", 3),
-                     kind, rate, "cdr_aux", 3, args.canaries)
-                    for dataset in DATASETS for kind in FULL_KINDS for rate in FULL_RATES]
+            jobs = [(subset(dataset, out, full=True), out / "runs-full" / cell_name(dataset, kind, rate, method, 3),
+                     kind, rate, method, 3, args.canaries)
+                    for method in METHODS for dataset in DATASETS for kind in FULL_KINDS for rate in FULL_RATES]
         jobs.sort(key=lambda job: job[5] != 1)  # the development half first: its choices can start early
         folded = [(d, Path(str(f) + "_folds2"), kind, rate, method, seed) for d, f, kind, rate, method, seed, _ in jobs
                   if not args.canaries and seed == 1 and method == "cdr_aux" and rate in FOLD_RATES and kind in FOLD_KINDS]

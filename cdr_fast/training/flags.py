@@ -91,7 +91,7 @@ FLAGS: dict[str, dict[str, Any]] = {
                          "the last epoch is reported"),
     "canaries": dict(type=NUMBER, help="share of the training split trained on a planted wrong label (drawn from the "
                      "other classes), so that the evidence can count the wrong labels; never flagged themselves "
-                     "(find_labels.py's default: 0.05; README, \"How many are wrong\")"),
+                     "(default: 0; find_labels.py plants 0.05; README, \"Finding wrong labels\")" + DERIVED),
     "device": dict(help="auto, cpu, cuda or cuda:N"),
     "stream": dict(action=argparse.BooleanOptionalAction, help="decode a folder's images on DataLoader workers as "
                    "batches need them, rather than holding them all on the device (default: stream only where "
