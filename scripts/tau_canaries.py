@@ -63,10 +63,11 @@ def cell(dataset: str, kind: str, rate: float, seed: int, data_dir: Path) -> dic
         planted[canaries.numpy()] = True
         for q in QUANTILES:
             out[f"canary_{q:g}"] = canary_ratio(score[planted], score[~planted], q)
-        transition = estimate_with_canaries(probs, labels, canaries, share).transition.double()
+        estimate = estimate_with_canaries(probs, labels, canaries, share)
         priors = torch.bincount(d.train_y, minlength=m).double() / n
-        out["anchors_undone"] = float(min(max(1.0 - (priors * transition.diagonal()).sum(), 0.0), 1.0))
-        out["tau_auto"] = estimate_with_canaries(probs, labels, canaries, share).rate  # what --tau auto now sets
+        undone = 1.0 - float((priors * estimate.transition.double().diagonal()).sum())
+        out["anchors_undone"] = min(max(undone, 0.0), 1.0)
+        out["tau_auto"] = estimate.rate  # what --tau auto now sets
     return out
 
 

@@ -48,7 +48,6 @@ class EvidenceKeeper(Observer):
             self.planted = np.full(self.given.shape, -1, dtype=np.int64)
             self.planted[rows] = self.given[rows]
             self.given[rows] = data.canary_labels.numpy()
-        self.judged = np.ones(self.given.shape, dtype=bool) if self.planted is None else self.planted < 0
         self.clean = data.whole(data.train_clean, data.val_clean).cpu().numpy() if data.train_clean is not None else None
         self.keep_epochs = keep_epochs
         self.want_epoch_probs = want_epoch_probs or keep_epochs
@@ -60,6 +59,11 @@ class EvidenceKeeper(Observer):
         self.epoch_probs: np.ndarray | None = None  # the last epoch's, where wanted ...
         self.epoch_offsets: np.ndarray | None = None  # ... and AUX's offsets after it
         self.final: Evidence | None = None  # what evidence.npz holds, once written
+
+    @property
+    def judged(self) -> np.ndarray:
+        """(n,) bool: the examples whose given label is judged (all but the canaries)."""
+        return np.ones(self.given.shape, dtype=bool) if self.planted is None else self.planted < 0
 
     def on_step_end(self, run, step: Step) -> None:
         self.recorder.record(self.train_rows[step.index], step.logits)
@@ -98,7 +102,8 @@ class EvidenceKeeper(Observer):
         trained[d.train_index.numpy()] = True
         self.final = self.recorder.evidence(
             self.given, probs=p, index=np.arange(d.num_examples), clean_labels=self.clean, aux_offsets=self.offsets(run),
-            trained=trained, class_names=d.class_names, files=d.files, planted_labels=self.planted)  # the flag rate: from the evidence, never --tau
+            trained=trained, class_names=d.class_names, files=d.files,
+            planted_labels=self.planted)  # the flag rate: from the evidence, never --tau
         run.folder.write_evidence(self.final)
 
     def state_dict(self) -> Any:
