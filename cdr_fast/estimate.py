@@ -18,6 +18,10 @@ it fails, as it must, where a noisy label is the majority of a class (pairflip a
 anchors then describe the flipped class) or where the noise touches a few classes only
 (asymmetric: the rate over all examples is small, and anchor errors on the untouched classes
 weigh as much as the flips).
+
+``--tau auto`` counts by canaries instead wherever the training set has room for them
+(``estimate_with_canaries``): the anchors fell to a third of the truth at 1-5% noise. The anchors
+remain its transition matrix, and its rate on a set too small for canaries.
 """
 
 from __future__ import annotations
@@ -77,31 +81,28 @@ def estimate_with_canaries(probs: Tensor, planted_labels: Tensor, canaries: Tens
     ``canaries`` (a share ``share`` of the examples, ``cdr_fast.detection.canaries``) moved to a
     class drawn from the others.
 
-    Two estimates, each of which errs low where the other holds: the canary ratio
-    (``canary_ratio``) of small loss on the warm-up's probabilities over the other examples (how
-    many score as the planted flips do), which at 1-10% noise is within a few thousandths where the
-    anchors fall to a third of the truth, but misses flips the warm-up learns as a class-level
-    pattern (pairflip at 20-40%: a fifth of the truth); and the anchor points' ``1 - sum_i pi_i
-    T_ii``, with the canaries' flips undone (they compose T with C = (1 - s) I + s (J - I) / (m - 1),
-    so T = T_warm C^-1, clipped at 0, rows renormalised). The rate is the larger: for CDR a tau far
-    too low gives the memorisation back, one a little high costs a little (results/tau-canaries)."""
+    The rate is the canary ratio (``canary_ratio``) of the unexplained loss
+    (``detection.scores.unexplained_loss``: small loss less the class-level overlap the warm-up
+    has learned) over the other examples: how many score as the planted flips do. Small loss
+    alone missed the flips a warm-up learns as a pattern (pairflip at 40%: a tenth of the truth),
+    which is why the rate used to be the larger of it and the anchor points'; but the anchors read
+    a network's genuine confusions as noise (Fashion-MNIST at 1-5%: 0.12-0.15). The unexplained
+    loss needs neither (results/tau-canaries). The transition is the anchors', with the canaries'
+    flips undone (they compose T with C = (1 - s) I + s (J - I) / (m - 1), so T = T_warm C^-1,
+    clipped at 0, rows renormalised)."""
     from .detection.canaries import canary_ratio
+    from .detection.scores import learned_overlap, unexplained_loss
 
     n, m = probs.shape
-    rows = torch.arange(n, device=probs.device)
-    score = (1.0 - probs.double()[rows, planted_labels]).cpu().numpy()
+    p, labels = probs.double().cpu().numpy(), planted_labels.cpu().numpy()
+    score = unexplained_loss(p, labels, learned_overlap(p, labels))
     planted = np.zeros(n, dtype=bool)
     planted[canaries.cpu().numpy()] = True
     eye = torch.eye(m, dtype=torch.float64)
     mix = (1.0 - share) * eye + share * (1.0 - eye) / max(m - 1, 1)
     transition = (anchor_transition(probs).cpu() @ torch.linalg.inv(mix)).clamp_min(0.0)
     transition = transition / transition.sum(1, keepdim=True).clamp_min(1e-12)
-    given = planted_labels.cpu().clone()
-    given[canaries.cpu()] = -1  # the canaries' given labels are not known here: the priors of the rest
-    priors = torch.bincount(given[given >= 0], minlength=m).double()
-    anchors = float(1.0 - (priors / priors.sum() * transition.diagonal()).sum())
-    rate = max(canary_ratio(score[planted], score[~planted], quantile), min(max(anchors, 0.0), 1.0))
-    return NoiseEstimate(rate, transition.float())
+    return NoiseEstimate(canary_ratio(score[planted], score[~planted], quantile), transition.float())
 
 
 def snapshot_steps(steps: int, snapshots: int) -> list[int]:

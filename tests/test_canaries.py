@@ -117,6 +117,70 @@ def test_clean_examples_above_the_threshold_push_the_count_up_and_learnt_flips_p
     assert canary_noise_rate(learnt, "probs_mean") == 0.0
 
 
+def pattern_evidence(rng, n: int, m: int, flip: float, share: float = 0.05, spread: float = 0.02):
+    """Evidence of a network that learned pairflip at rate ``flip`` as a pattern: every clean image of
+    class k gets p[k + 1] = flip +- ``spread``, the rest on k; a share ``flip`` of class k carries
+    label k + 1. Canaries (one-off flips) and flips alike are memorised a little beyond what the
+    pattern gives their label: a share u ~ U(0, 0.04) of the rest, so both score 1 - u unexplained."""
+    true = rng.integers(0, m, n)
+    canary = rng.random(n) < share
+    flipped = ~canary & (rng.random(n) < flip)
+    labels = np.where(flipped, (true + 1) % m, true)
+    planted = np.where(canary, (true + 2 + rng.integers(0, m - 2, n)) % m, -1)  # never k or k + 1
+    trained = np.where(canary, planted, labels)
+    memorised = rng.uniform(0, 0.04, n)
+    pattern = np.where(flipped, flip, 0.0)  # what the pattern gives a flip's label (a canary's: nothing)
+    on_label = np.where(canary | flipped, pattern + (1 - pattern) * memorised, 0.0)
+    level = np.clip(flip + rng.uniform(-spread, spread, n), 0.0, 0.45)
+    p = np.zeros((n, m))
+    clean = ~canary & ~flipped
+    p[clean, (true[clean] + 1) % m] = level[clean]
+    p[clean, true[clean]] = 1 - level[clean]
+    p[~clean, trained[~clean]] = on_label[~clean]
+    p[~clean, true[~clean]] = 1 - on_label[~clean]
+    e = Evidence(index=np.arange(n), given_label=labels, probs=p, probs_mean=p, margin_mean=np.zeros(n),
+                 probs_ema=p, epochs=1, planted_label=planted, clean_label=true)
+    return e, flipped[~canary].mean()
+
+
+@pytest.mark.parametrize("flip", [0.1, 0.2, 0.4])
+def test_flips_the_network_learned_as_a_class_pattern_are_counted_where_small_loss_misses_them(fresh_seed, flip):
+    """The learned pattern puts p[k + 1] ~ flip on every image of class k, so a flipped one scores
+    small loss about 1 - flip: far below the canaries' 0.96-1. With the overlap taken out it scores
+    as a canary does, and the ratio is the flips' share (up to sampling: 1,000 canaries)."""
+    from cdr_fast.detection.canaries import canary_ratio
+
+    e, truth = pattern_evidence(np.random.default_rng(fresh_seed), 20_000, 10, flip)
+    small_loss = 1 - e.probs_ema[np.arange(e.given_label.size), e.trained_label]
+    pool = e.trained & ~e.canary
+    assert canary_ratio(small_loss[e.canary], small_loss[pool], 0.8) < truth / 10  # the count the pattern hid
+    assert canary_noise_rate(e) == pytest.approx(truth, rel=0.15)
+
+
+def test_the_learned_overlap_and_the_unexplained_loss_by_hand():
+    from cdr_fast.detection.scores import learned_overlap, unexplained_loss
+
+    # class 0: three typical images (labelled and predicted 0) with p[1] = 0.1, 0.2, 0.4 -> median 0.2;
+    # a fourth labelled 0 but predicted 1 is not typical. Class 1: one, p[0] = 0.3. Class 2: none.
+    p = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.6, 0.4, 0.0], [0.3, 0.7, 0.0], [0.3, 0.7, 0.0],
+                  [0.15, 0.2, 0.65]])
+    labels = np.array([0, 0, 0, 0, 1, 0])
+    overlap = learned_overlap(p, labels)
+    np.testing.assert_allclose(overlap, [[0, 0.2, 0], [0.3, 0, 0], [0, 0, 0]], rtol=1e-12)
+    score = unexplained_loss(p, labels, overlap)
+    # row 0: best other 1, a = overlap[1, 0] = 0.3: (0.9 - 0.3) / 0.7 of p[0] is unexplained -> 1 - 6/7
+    # row 3: best other 1, p[0] = 0.3 = a -> 1; row 4: label 1, best other 0, a = overlap[0, 1] = 0.2,
+    # (0.7 - 0.2) / 0.8 -> 1 - 0.625; row 5: label 0, best other 2, a = 0 -> small loss 0.85
+    np.testing.assert_allclose(score, [1 - 6 / 7, 1 - 5 / 7, 1 - 3 / 7, 1.0, 0.375, 0.85], rtol=1e-12)
+    # without a learned overlap it is small loss's 1 - p[y]; below the overlap it is clipped at 1
+    np.testing.assert_allclose(unexplained_loss(p, labels, np.zeros((3, 3))), 1 - p[np.arange(6), labels])
+    assert unexplained_loss(np.array([[0.2, 0.8, 0.0]]), np.array([0]), np.full((3, 3), 0.45)).item() == 1.0
+    # empty and float32 inputs
+    assert learned_overlap(np.zeros((0, 3)), np.zeros(0, dtype=np.int64)).shape == (3, 3)
+    assert unexplained_loss(np.zeros((0, 3)), np.zeros(0, dtype=np.int64), np.zeros((3, 3))).shape == (0,)
+    np.testing.assert_allclose(unexplained_loss(p.astype(np.float32), labels, overlap), score, rtol=1e-6)
+
+
 def test_the_count_uses_the_canaries_from_min_canaries_on_and_confident_learning_below(fresh_seed):
     rng = np.random.default_rng(fresh_seed)
     n = 400

@@ -220,19 +220,34 @@ def test_the_canary_count_and_tau_auto_claims():
     """The held-out halves the README quotes for the canary count and --tau auto's warm-up,
     recomputed from results/detection-canaries/cells.csv and results/tau-canaries/cells.jsonl."""
     from cdr_fast.detection.count import CANARY_QUANTILE, CANARY_READING
+    from cdr_fast.estimate import WARMUP_QUANTILE
 
     rows = list(csv.DictReader(open(RESULTS / "detection-canaries" / "cells.csv")))
-    chosen = f"canary_{CANARY_READING}_{CANARY_QUANTILE:g}"
-    held = [r for r in rows if r["seed"] == "3" and r["detector"] == chosen]
-    count = [r for r in held if r["measure"] == "count"]
-    clean = [r for r in held if r["measure"] == "clean"]
-    assert len(count) == len(clean) == 120
-    assert f"in **{sum(int(r['within_goal']) for r in count)} of 120**" in README
-    assert f"in {sum(int(r['within_goal']) for r in clean)} of 120" in README
-    mnist = sum(int(r["within_goal"]) for r in count if r["dataset"] == "mnist")
-    assert f"MNIST {mnist} of 60" in README and f"Fashion-MNIST {sum(int(r['within_goal']) for r in count) - mnist} of 60" in README
+    held_out = "4"  # scripts/detection_count.py's HELD_OUT
+
+    def held(detector, measure):
+        return [r for r in rows if r["seed"] == held_out and r["detector"] == detector and r["measure"] == measure]
+
+    count = held(f"unexplained_{CANARY_READING}_{CANARY_QUANTILE:g}", "count")
+    clean = held(f"unexplained_{CANARY_READING}_{CANARY_QUANTILE:g}", "clean")
+    before = held(f"small_loss_{CANARY_READING}_{CANARY_QUANTILE:g}", "count")
+    assert len(count) == len(clean) == len(before) == 120
+
+    def within(rs):
+        return sum(int(r["within_goal"]) for r in rs)
+
+    mnist = within([r for r in count if r["dataset"] == "mnist"])
+    below = sum(int(r["value"]) < int(r["truly_wrong"]) / 2 for r in before)
+    assert f"in **{within(count)} of 120** (small loss: {within(before)}" in README
+    assert f"MNIST {mnist} of 60, Fashion-MNIST {within(count) - mnist} of 60" in README
+    assert f"under half the truth in {sum(int(r['value']) < int(r['truly_wrong']) / 2 for r in count)} cell" in README
+    assert f"(small loss: {below}" in README
+    assert f"in {within(clean)} of 120" in README
     tau = [json.loads(line) for line in (RESULTS / "tau-canaries" / "cells.jsonl").read_text().splitlines()]
-    held = [r for r in tau if r["seed"] == 3]
-    within = [abs(r["tau_auto"] - r["realised"]) <= 0.15 * r["realised"] + 0.002 for r in held]
-    before = [abs(r["anchors"] - r["realised"]) <= 0.15 * r["realised"] + 0.002 for r in held]
-    assert f"in {sum(within)} of {len(held)} held-out cells (before: {sum(before)})" in README
+    tau = [r for r in tau if r["seed"] == int(held_out)]
+    assert all(r["tau_auto"] == r[f"unexplained_{WARMUP_QUANTILE:g}"] for r in tau)
+
+    def near(name):
+        return sum(abs(r[name] - r["realised"]) <= 0.15 * r["realised"] + 0.002 for r in tau)
+
+    assert f"in {near('tau_auto')} of {len(tau)} held-out cells (before: {near('previous')}" in README

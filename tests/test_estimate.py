@@ -151,6 +151,40 @@ def test_the_warm_ups_canaries_count_the_noise_and_their_flips_are_undone_in_the
     assert not torch.allclose(estimate.transition.double(), t @ mix, atol=0.02, rtol=0)  # C was undone
 
 
+@pytest.mark.parametrize("flip", [0.2, 0.4])
+def test_the_warm_ups_count_takes_out_the_flip_pattern_it_learned(fresh_seed, flip):
+    """A warm-up that learned pairflip as a pattern: every image of class k gets p[k + 1] = flip, a
+    flip (class k labelled k + 1) a little more, u ~ U(0, 0.04) of the rest, as a canary (a one-off
+    flip) gets u. Small loss puts the flips far below the canaries; the unexplained loss does not."""
+    from cdr_fast.detection.canaries import canary_ratio, plant_canaries
+    from cdr_fast.estimate import estimate_with_canaries
+
+    gen = torch.Generator().manual_seed(fresh_seed)
+    n, m, share = 20_000, 10, 0.05
+    true = torch.randint(0, m, (n,), generator=gen)
+    flipped = torch.rand(n, generator=gen) < flip
+    given = torch.where(flipped, (true + 1) % m, true)
+    planted, canaries = plant_canaries(given, torch.arange(n), share, m, fresh_seed)
+    is_canary = torch.zeros(n, dtype=torch.bool)
+    is_canary[canaries] = True
+    flipped &= ~is_canary
+    u = 0.04 * torch.rand(n, generator=gen, dtype=torch.float64)
+    rows = torch.arange(n)
+    probs = torch.zeros(n, m, dtype=torch.float64)
+    probs[rows, (true + 1) % m] = flip
+    probs[rows, true] = 1 - flip
+    probs[flipped] = 0.0
+    probs[flipped, true[flipped]] = (1 - flip) * (1 - u[flipped])
+    probs[flipped, planted[flipped]] = flip + (1 - flip) * u[flipped]
+    probs[is_canary] = 0.0
+    probs[is_canary, planted[is_canary]] = u[is_canary]  # (one planted on k + 1 scores 1: below the pattern)
+    probs[is_canary, true[is_canary]] += 1 - u[is_canary]
+    truth = flipped[~is_canary].double().mean().item()
+    small_loss = (1 - probs[rows, planted]).numpy()
+    assert canary_ratio(small_loss[is_canary.numpy()], small_loss[~is_canary.numpy()], 0.8) < truth / 10
+    assert estimate_with_canaries(probs, planted, canaries, share).rate == pytest.approx(truth, rel=0.15)
+
+
 def test_tau_auto_plants_canaries_in_its_warm_up_only(tmp_path):
     from cdr_fast.training import RunFolder, TrainConfig, Trainer
 

@@ -15,6 +15,8 @@ Inputs are arrays (numpy, or CPU tensors): ``probs`` (n x m) predicted probabili
   ``max_{j != y} p[j] - p[y]``, averaged over every epoch's probabilities, as "area under the
   margin" (Pleiss et al., 2020) does with logits. Early epochs, before the network memorises,
   carry the most evidence; a last-epoch reading loses it.
+- ``unexplained_loss``: small loss less what a class-level flip pattern the network has learned
+  explains (``learned_overlap``); the canary count's score (``cdr_fast.detection.count``).
 """
 
 from __future__ import annotations
@@ -127,3 +129,40 @@ def noise_posterior(probs, labels, joint, smoothing: float = 1e-6) -> Suspects:
         cls[b], other = best_other(posterior, s[b])
         score[b] = other - posterior[np.arange(posterior.shape[0]), s[b]]
     return Suspects(score, cls)
+
+
+def learned_overlap(probs, labels) -> np.ndarray:
+    """(m, m) float64: ``[k, j]`` is the median of ``p[j]`` over the examples labelled k that the
+    reading also puts in class k, how much of label j the network gives a typical image of class k
+    (0 on the diagonal, and in the row of a class no example is both labelled and predicted).
+
+    Where a share of class k carries label j (pairflip, a confusing annotator) the network learns
+    that share as a pattern: a typical k gets it as ``p[j]``, and so does a k labelled j, which then
+    scores far below a one-off flip. Where k and j merely look alike, the typical k gets a little
+    of j too; the two are the same to any in-sample evidence."""
+    p = as_probabilities(probs)
+    s = as_labels(labels, p)
+    m = p.shape[1]
+    overlap = np.zeros((m, m))
+    predicted = np.concatenate([p[b].argmax(1) for b in row_blocks(*p.shape)]) if s.size else s
+    typical = np.flatnonzero(s == predicted)
+    typical = typical[np.argsort(s[typical], kind="stable")]  # grouped by class: one pass, any m
+    bounds = np.searchsorted(s[typical], np.arange(m + 1))
+    for k in np.flatnonzero(np.diff(bounds)):
+        overlap[k] = np.median(p[typical[bounds[k]:bounds[k + 1]]].astype(np.float64), axis=0)
+    np.fill_diagonal(overlap, 0.0)
+    return overlap
+
+
+def unexplained_loss(probs, labels, overlap: np.ndarray) -> np.ndarray:
+    """(n,) float64 in [0, 1]: ``1 - p[y]`` with the learned overlap taken out. With k the most
+    probable other class and ``a = overlap[k, y]`` (``learned_overlap``), the share of ``p[y]``
+    above a is ``(p[y] - a) / (1 - a)``, and the score is 1 minus it, clipped to [0, 1]. A one-off
+    flip (a near 0) scores its small loss ``1 - p[y]``; a flip that follows a learned pattern
+    scores as high, where small loss would call it half fitted."""
+    p = as_probabilities(probs)
+    s = as_labels(labels, p)
+    other, _ = best_other(p, s)
+    a = np.asarray(overlap, dtype=np.float64)[other, s]
+    fitted = (p[np.arange(s.size), s].astype(np.float64) - a) / (1.0 - a)
+    return 1.0 - np.clip(fitted, 0.0, 1.0)
