@@ -3,7 +3,7 @@ halves of the same cells, each run with a share of planted flips (cdr_fast/detec
 
 Every measure is over the judged examples (the canaries are never flagged nor scored as suspects).
 Choices made on the development half (seed 1): the count's score, reading and threshold. The
-held-out half (``detection_count.HELD_OUT``, named before any choice) is read once, by the tables
+held-out half (the seed ``detection_count.py`` names, before any choice) is read once, by the tables
 that follow the choices.
 """
 
@@ -18,7 +18,6 @@ import numpy as np
 from cdr_fast.detection.canaries import canary_ratio
 from cdr_fast.detection.count import CANARY_QUANTILE, CANARY_READING, canary_noise_rate
 from benchmark_cells import REPO, goal_and_error, key_of, mean, write_cells, write_readme
-from detection_count import HELD_OUT
 
 # The count's candidates: the canary ratio of the unexplained loss (the library's) and of small
 # loss (the first canary count's) on each reading at each threshold (the canaries' score reached by
@@ -91,13 +90,13 @@ def measure(folder: Path) -> list[dict]:
     return rows
 
 
-def report(out: Path, share: float, canary_free: Path) -> str:
+def report(out: Path, share: float, canary_free: Path, held_out: int) -> str:
     rows = []
     for summary in sorted((out / "runs").glob("*/summary.json")):
         rows += [{**key_of(summary.parent.name), **r} for r in measure(summary.parent)]
     write_cells(out, rows, [])
     dev = [r for r in rows if r["seed"] == 1]
-    held = [r for r in rows if r["seed"] == HELD_OUT]
+    held = [r for r in rows if r["seed"] == held_out]
 
     def count_score(rs, name):
         counts = [r for r in rs if r["measure"] == "count" and r["detector"] == name]
@@ -117,7 +116,7 @@ def report(out: Path, share: float, canary_free: Path) -> str:
         lines += [f"**The library counts by `{LIBRARY}`, not the development half's choice: set CANARY_READING and "
                   "CANARY_QUANTILE in cdr_fast/detection/count.py.**", ""]
     lines += canary_cost(dev, canary_free)
-    lines += ["", f"## Held-out half (seed {HELD_OUT}), reported once", ""]
+    lines += ["", f"## Held-out half (seed {held_out}), reported once", ""]
 
     cells = defaultdict(dict)
     for r in held:
@@ -162,18 +161,18 @@ def report(out: Path, share: float, canary_free: Path) -> str:
               f"{mean([cells[k]['confident_learning'] for k in cells]):.4f}). The confident-relabel copy at the "
               f"canary count introduces at most a tenth of the wrong labels it removes in **{totals['clean']}**.",
               "", *table]
-    lines += full_size_table(out, chosen)
+    lines += full_size_table(out, chosen, held_out)
     return write_readme(out, lines)
 
 
-def full_size_table(out: Path, chosen: str) -> list[str]:
+def full_size_table(out: Path, chosen: str, held_out: int) -> list[str]:
     """The whole training sets (``--full-size``: runs-full/), held-out seed, under the same choices."""
     from cdr_fast.detection import BEST
 
     folders = sorted(s.parent for s in (out / "runs-full").glob("*/summary.json"))
     if not folders:
         return []
-    lines = ["", f"## The whole training sets (held-out seed {HELD_OUT}), under the same choices", "",
+    lines = ["", f"## The whole training sets (held-out seed {held_out}), under the same choices", "",
              "`python scripts/detection_count.py --out results/detection-canaries --workers 2 --canaries 0.05 "
              "--full-size`: 54,000 training examples (2,700 canaries) and 6,000 held out.", "",
              "| dataset | noise | rate | method | truly wrong | flagged | count within goal | small-loss count | "

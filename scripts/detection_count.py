@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[folds {done}/{len(folded)}] {name}", flush=True)
     if args.canaries:
         from canary_report import report as canary_report
-        print(canary_report(out, args.canaries, REPO / "results" / "detection-count"))
+        print(canary_report(out, args.canaries, REPO / "results" / "detection-count", HELD_OUT))
     else:
         print(report(out))
     return 0
