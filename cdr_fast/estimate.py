@@ -94,7 +94,7 @@ def estimate_with_canaries(probs: Tensor, planted_labels: Tensor, canaries: Tens
     from .detection.scores import learned_overlap, unexplained_loss
 
     n, m = probs.shape
-    p, labels = probs.double().cpu().numpy(), planted_labels.cpu().numpy()
+    p, labels = probs.float().cpu().numpy(), planted_labels.cpu().numpy()  # no float64 copy of n x m
     score = unexplained_loss(p, labels, learned_overlap(p, labels))
     planted = np.zeros(n, dtype=bool)
     planted[canaries.cpu().numpy()] = True
