@@ -144,8 +144,7 @@ def learned_overlap(probs, labels) -> np.ndarray:
     s = as_labels(labels, p)
     m = p.shape[1]
     overlap = np.zeros((m, m))
-    predicted = np.concatenate([p[b].argmax(1) for b in row_blocks(*p.shape)]) if s.size else s
-    typical = np.flatnonzero(s == predicted)
+    typical = np.flatnonzero(s == p.argmax(1))  # labelled and predicted alike (argmax makes no n x m copy)
     typical = typical[np.argsort(s[typical], kind="stable")]  # grouped by class: one pass, any m
     bounds = np.searchsorted(s[typical], np.arange(m + 1))
     for k in np.flatnonzero(np.diff(bounds)):
