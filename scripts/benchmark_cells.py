@@ -24,6 +24,12 @@ def key_of(name: str) -> dict:
             "seed": int(seed)}
 
 
+def shown(out: Path) -> Path:
+    """``out`` as a report's command line names it: relative to the repository where it lies inside it
+    (the committed results), else as given (a run elsewhere)."""
+    return out.relative_to(REPO) if out.is_relative_to(REPO) else out
+
+
 def mean(values) -> float:
     return statistics.fmean(values) if values else float("nan")
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from cdr_fast.detection.canaries import canary_ratio
 from cdr_fast.detection.count import CANARY_QUANTILE, CANARY_READING, canary_noise_rate
-from benchmark_cells import REPO, goal_and_error, key_of, mean, write_cells, write_readme
+from benchmark_cells import goal_and_error, key_of, mean, shown, write_cells, write_readme
 
 # The count's candidates: the canary ratio of the unexplained loss (the library's) and of small
 # loss (the first canary count's) on each reading at each threshold (the canaries' score reached by
@@ -104,7 +104,7 @@ def report(out: Path, share: float, canary_free: Path, held_out: int) -> str:
 
     chosen = max(COUNTS, key=lambda name: count_score(dev, name)[:2])
     lines = ["# The canary count: development and held-out halves", "",
-             f"Command: `python scripts/detection_count.py --out {out.relative_to(REPO)} --workers 2 --canaries "
+             f"Command: `python scripts/detection_count.py --out {shown(out)} --workers 2 --canaries "
              f"{share:g}`: the cells of results/detection-count, each run with {share:.0%} of its training split "
              "planted with a wrong label drawn from the other classes. Every number is over the judged examples "
              "(all but the canaries).", "", "## Choices made on the development half (seed 1)", ""]

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmark_cells import (METHODS, REPO, cell_name, goal_and_error, key_of, mean, write_cells,  # noqa: E402
+from benchmark_cells import (METHODS, REPO, cell_name, goal_and_error, key_of, mean, shown, write_cells,  # noqa: E402
                              write_readme)
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -209,7 +209,7 @@ def report(out: Path) -> str:
     from cdr_fast.detection import BEST
     from cdr_fast.detection.adaptive import LOW_NOISE
     lines = ["# The count and the cleaned copy: development and held-out halves", "",
-             f"Command: `python scripts/detection_count.py --out {out.relative_to(REPO)} --workers 2` "
+             f"Command: `python scripts/detection_count.py --out {shown(out)} --workers 2` "
              f"(cells: {len({r['dataset'] + r['kind'] + str(r['rate']) + r['method'] for r in rows})} per seed; "
              f"{len(rows and {(r['dataset'], r['kind'], r['rate'], r['method'], r['seed']) for r in rows})} runs).",
              "", "## Choices made on the development half (seed 1)", ""]

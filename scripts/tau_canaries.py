@@ -84,7 +84,7 @@ def within(estimate: float, truth: float) -> bool:
 
 
 def report(out: Path) -> str:
-    from benchmark_cells import write_readme
+    from benchmark_cells import shown, write_readme
     from cdr_fast.estimate import WARMUP_QUANTILE
 
     rows = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
@@ -104,7 +104,7 @@ def report(out: Path) -> str:
     chosen = max(safe, key=lambda n: score(dev, n))
     library = f"unexplained_{WARMUP_QUANTILE:g}"
     lines = ["# --tau auto with canaries in its warm-up: development and held-out halves", "",
-             f"Command: `python scripts/tau_canaries.py --out {out.relative_to(REPO)}` ({len(rows)} cells). "
+             f"Command: `python scripts/tau_canaries.py --out {shown(out)}` ({len(rows)} cells). "
              "Within the goal: |estimate - realised| <= 0.15 realised + 0.002.", "",
              "## Development half (seed 1)", ""]
     for name in names:
