@@ -54,8 +54,9 @@ def own_flags(add_help: bool) -> argparse.ArgumentParser:
     p.add_argument("--top-images", type=INTEGER, default=48, help="suspects shown in wrong_labels.png")
     p.add_argument("--fix", choices=FIXES, default="relabel",
                    help="the cleaned copy: relabel a flagged example where the evidence is sure of its suggestion "
-                        "(the most probable class, above 1/2, in the mean and the recent reading) and keep the rest "
-                        "for review; or drop every flagged example")
+                        "(the most probable class, above 1/2, in the mean and the recent reading; with canaries, "
+                        "as sure as of a canary's true class, and the given label fitted no better than a "
+                        "canary's planted one) and keep the rest for review; or drop every flagged example")
     p.add_argument("--flag", type=NUMBER, default=None, metavar="RATE",
                    help="flag this share of the scored examples (default: the run's estimated noise rate)")
     p.add_argument("--detector", choices=tuple(DETECTORS), default=BEST, help="the detector that ranks the suspects")

@@ -277,8 +277,8 @@ def test_bad_canary_shares_are_one_line(value, message):
         TrainConfig(dataset="mnist-mini", canaries=0.05, folds=2, fold=0).validate()
 
 
-def test_with_canaries_a_suggestion_is_relabelled_only_if_as_sure_as_a_canarys_true_class():
-    from cdr_fast.detection.count import relabel_confidently
+def test_with_canaries_a_suggestion_is_named_only_if_as_sure_as_a_canarys_true_class():
+    from cdr_fast.detection.count import names_the_class, relabel_confidently
 
     n_can, m = MIN_CANARIES + 1, 3
     # the canaries: the mean reading gives their true (given) class 0.5 + k / 100, median 0.6
@@ -297,3 +297,41 @@ def test_with_canaries_a_suggestion_is_relabelled_only_if_as_sure_as_a_canarys_t
     assert relabel_confidently(e, suggested)[n_can:].tolist() == [False, True, True, False]
     e.planted_label = None  # no canaries: the majority rule alone
     assert relabel_confidently(e, suggested)[n_can:].tolist() == [True, True, True, False]
+    assert names_the_class(e, suggested)[n_can:].tolist() == [True, True, True, False]
+
+
+def test_a_suggestion_is_relabelled_only_where_the_given_label_is_fitted_no_better_than_a_canarys():
+    """By hand: the one-way part of the learned overlap is allowed for, a mutual one is not."""
+    from cdr_fast.detection.count import fitted_like_a_canary, names_the_class, relabel_confidently
+
+    rng = np.random.default_rng()
+    n_can = MIN_CANARIES + 1
+    # canaries: true (given) class 0, planted 2; the mean reading gives the planted label f, median 0.15
+    f = 0.05 + rng.permutation(n_can) / 100
+    canaries = np.stack([0.9 - f, np.full(n_can, 0.1), f], 1)
+    # typical images (labelled and predicted alike): 0 and 1 look alike both ways (0.2 each way);
+    # a share of class 1 carries label 2 (0.35), and class 2 gives 1 only 0.05: one way, 0.30
+    typical = np.repeat(np.array([[0.7, 0.2, 0.1], [0.2, 0.45, 0.35], [0.05, 0.05, 0.9]]), 3, axis=0)
+    typical_label = np.repeat(np.arange(3), 3)
+    # suspects (given, suggested): each named surely (0.8, above the canaries' median of their true class, 0.75)
+    suspects = np.array([[0.0, 0.8, 0.2],  # 2 from 1: 0.2 - 0.30 <= 0.15, a learned pattern: relabel
+                         [0.8, 0.2, 0.0],  # 1 from 0: 0.2 - 0 (they look alike both ways) > 0.15: review
+                         [0.8, 0.1, 0.1],  # 1 from 0: 0.1 <= 0.15: relabel
+                         [0.8, 0.01, 0.19],  # 2 from 0: one way 0.1 - 0.05; 0.19 - 0.05 <= 0.15: relabel
+                         [0.8, 0.0, 0.21]])  # 2 from 0: 0.21 - 0.05 > 0.15: review
+    p = np.concatenate([canaries, typical, suspects])
+    given = np.r_[np.zeros(n_can, int), typical_label, [2, 1, 1, 2, 2]]
+    planted = np.r_[np.full(n_can, 2), np.full(len(typical) + 5, -1)]
+    n = len(p)
+    e = Evidence(index=np.arange(n), given_label=given, probs=p, probs_mean=p, margin_mean=np.zeros(n),
+                 probs_ema=p, epochs=1, planted_label=planted)
+    suggested = np.r_[np.zeros(n_can, int), typical_label, [1, 0, 0, 0, 0]]
+    rows = slice(n - 5, n)
+    assert np.median(p[:n_can, 2]) == pytest.approx(0.15)
+    assert names_the_class(e, suggested)[rows].all()
+    assert fitted_like_a_canary(e, suggested)[rows].tolist() == [True, False, True, True, False]
+    assert relabel_confidently(e, suggested)[rows].tolist() == [True, False, True, True, False]
+    e.planted_label = None  # no canaries: no reference fit, the majority rule alone
+    assert relabel_confidently(e, suggested)[rows].all()
+    with pytest.raises(ValueError, match="no canaries"):
+        fitted_like_a_canary(e, suggested)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -223,7 +224,8 @@ def test_the_canary_count_and_tau_auto_claims():
     from cdr_fast.estimate import WARMUP_QUANTILE
 
     rows = list(csv.DictReader(open(RESULTS / "detection-canaries" / "cells.csv")))
-    held_out = "4"  # scripts/detection_count.py's HELD_OUT
+    held_out = "5"  # scripts/detection_count.py's HELD_OUT
+    tau_held_out = 4  # scripts/tau_canaries.py's HELD_OUT
 
     def held(detector, measure):
         return [r for r in rows if r["seed"] == held_out and r["detector"] == detector and r["measure"] == measure]
@@ -242,9 +244,22 @@ def test_the_canary_count_and_tau_auto_claims():
     assert f"MNIST {mnist} of 60, Fashion-MNIST {within(count) - mnist} of 60" in README
     assert f"under half the truth in {sum(int(r['value']) < int(r['truly_wrong']) / 2 for r in count)} cell" in README
     assert f"(small loss: {below}" in README
-    assert f"in {within(clean)} of 120" in README
+    rule_before = held("names_the_class", "clean_rule")
+    assert len(rule_before) == 120
+    assert f"in **{within(clean)} of 120** (the rule before: {within(rule_before)})" in README
+
+    def moved(dataset):
+        rs = [r for r in clean if r["dataset"] == dataset]
+        return within(rs), sum(int(r["introduced"]) for r in rs), sum(int(r["value"]) for r in rs)
+
+    assert "MNIST {}, {} introduced against {:,} removed".format(*moved("mnist")) in README
+    assert "Fashion-MNIST {}, {} against {:,}".format(*moved("fashion-mnist")) in README
+    report = (RESULTS / "detection-canaries" / "README.md").read_text()
+    same = re.search(r"- fashion-mnist: the copy's (\d+) introduced wrong labels over 60 runs are \d+ images; the ten "
+                     r"most often relabelled account for (\d+)", report)
+    assert int(same[1]) == moved("fashion-mnist")[1] and f"{same[2]} of those are 10 images" in README
     tau = [json.loads(line) for line in (RESULTS / "tau-canaries" / "cells.jsonl").read_text().splitlines()]
-    tau = [r for r in tau if r["seed"] == int(held_out)]
+    tau = [r for r in tau if r["seed"] == tau_held_out]
     assert all(r["tau_auto"] == r[f"unexplained_{WARMUP_QUANTILE:g}"] for r in tau)
 
     def near(name):

@@ -1,0 +1,135 @@
+"""A user's folder of images with known flips, run through find_labels.py as a user would (issue 28).
+
+    python scripts/user_folder_trial.py --out results/user-folder
+
+Each trial: 2,000 training images (200 a class, drawn with seed 23 from ../shared/data) and 500 test
+images written as PNG files into train/<class>/ and test/<class>/, a share of the training images
+filed under a wrong class: "pattern" files that share of each class k under k + 1, "symmetric"
+under a class drawn from the others. Then, as a user would:
+
+    python find_labels.py --dataset folder --data-dir <folder> --out <run> --method cdr --tau auto --epochs 20
+
+and the flagged set (wrong_labels.csv) and the cleaned copy (cleaned/train/) are judged against the
+images' true classes. Nothing is chosen here: the trials only measure. The relabel rule before
+this one (``names_the_class`` alone) is measured on the same runs, for comparison.
+
+Writes <out>/README.md (the table) and <out>/trials.jsonl; the folders and runs go under
+<out>/work/ (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TRIALS = (("mnist", "pattern", 0.20), ("mnist", "symmetric", 0.20), ("mnist", "symmetric", 0.03),
+          ("fashion-mnist", "pattern", 0.20), ("fashion-mnist", "symmetric", 0.20),
+          ("fashion-mnist", "symmetric", 0.03))
+PER_CLASS, TEST_IMAGES, SEED, EPOCHS = 200, 500, 23, 20
+
+
+def build(folder: Path, dataset: str, kind: str, rate: float) -> dict[str, int]:
+    """The folder tree, each training image under its given class; returns file name -> true class."""
+    from PIL import Image
+
+    from cdr_fast.data import load_dataset
+
+    d = load_dataset(dataset, REPO.parent / "shared" / "data" / dataset)
+    x, y = d.train_images.numpy(), d.train_labels.numpy()
+    rng = np.random.default_rng(SEED)
+    pick = np.concatenate([rng.choice(np.flatnonzero(y == c), PER_CLASS, replace=False) for c in range(10)])
+    given = y[pick].copy()
+    flip = rng.random(pick.size) < rate
+    shift = np.ones(int(flip.sum()), dtype=int) if kind == "pattern" else rng.integers(1, 10, int(flip.sum()))
+    given[flip] = (given[flip] + shift) % 10
+    truth = {}
+    for n, (i, g) in enumerate(zip(pick, given)):
+        path = folder / "train" / str(g) / f"{n:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i].squeeze().astype(np.uint8)).save(path)
+        truth[path.name] = int(y[i])
+    tx, ty = d.test_images.numpy(), d.test_labels.numpy()
+    for n, i in enumerate(rng.choice(len(ty), TEST_IMAGES, replace=False)):
+        path = folder / "test" / str(ty[i]) / f"t{n:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(tx[i].squeeze().astype(np.uint8)).save(path)
+    return truth
+
+
+def judge(folder: Path, run: Path, truth: dict[str, int]) -> dict:
+    """The flagged set and the cleaned copy against the true classes, and the rule before on the same run."""
+    from cdr_fast.detection import load_evidence
+    from cdr_fast.detection.count import names_the_class
+
+    given = {p.name: int(p.parent.name) for p in (folder / "train").glob("*/*.png")}
+    wrong = {f for f, g in given.items() if g != truth[f]}
+    rows = list(csv.DictReader(open(run / "wrong_labels.csv")))
+    flagged = {Path(r["file"]).name: r for r in rows}
+    cleaned = {p.name: int(p.parent.name) for p in (run / "cleaned" / "train").glob("*/*.png")}
+    relabelled = [f for f, r in flagged.items() if r["action"] == "relabel"]
+    # the rule before, on the same evidence and the same flagged set
+    e = load_evidence(run)
+    at = {int(i): k for k, i in enumerate(e.index)}
+    suggested = np.zeros(e.index.size, dtype=np.int64)
+    rows_at = np.array([at[int(r["index"])] for r in rows], dtype=np.int64)
+    suggested[rows_at] = [int(r["suggested_label"]) for r in rows]
+    before = names_the_class(e, suggested)[rows_at] if rows else np.zeros(0, dtype=bool)
+    before_files = [Path(r["file"]).name for r, b in zip(rows, before) if b]
+    hits = len(set(flagged) & wrong)
+    return {"wrong": len(wrong), "flagged": len(flagged), "precision": hits / max(len(flagged), 1),
+            "recall": hits / max(len(wrong), 1),
+            "relabelled_right": sum(cleaned[f] == truth[f] for f in relabelled),
+            "introduced": sum(given[f] == truth[f] for f in relabelled),
+            "copy_wrong": sum(cleaned[f] != truth[f] for f in cleaned),
+            "before_right": sum(int(flagged[f]["suggested_label"]) == truth[f] for f in before_files),
+            "before_introduced": sum(given[f] == truth[f] for f in before_files)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    out = args.out.resolve()
+    results = []
+    for done, (dataset, kind, rate) in enumerate(TRIALS, 1):
+        name = f"{dataset}_{kind}{round(rate * 100):02d}"
+        folder, run = out / "work" / name, out / "work" / f"run_{name}"
+        truth_file = out / "work" / f"{name}_truth.json"
+        if not truth_file.is_file():
+            truth_file.parent.mkdir(parents=True, exist_ok=True)
+            truth_file.write_text(json.dumps(build(folder, dataset, kind, rate)))
+        truth = json.loads(truth_file.read_text())
+        if not (run / "wrong_labels.csv").is_file():
+            with open(out / "work" / f"{name}.log", "w") as log:
+                subprocess.run([sys.executable, str(REPO / "find_labels.py"), "--dataset", "folder", "--data-dir",
+                                str(folder), "--out", str(run), "--method", "cdr", "--tau", "auto", "--epochs",
+                                str(EPOCHS), "--no-progress"], check=True, stdout=log, stderr=subprocess.STDOUT)
+        results.append({"trial": name, "dataset": dataset, "kind": kind, "rate": rate, **judge(folder, run, truth)})
+        print(f"[{done}/{len(TRIALS)}] {name}: {results[-1]}", flush=True)
+    (out / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    lines = ["# A user's folder of images with known flips", "",
+             f"Command: `python scripts/user_folder_trial.py --out {out.relative_to(REPO) if out.is_relative_to(REPO) else out}`"
+             f": {PER_CLASS * 10:,} training images as PNG files in class folders, a share filed under a wrong class, "
+             "run through `find_labels.py --method cdr --tau auto` as a user would; nothing is chosen on these trials.",
+             "", "| dataset | flips | wrong | flagged | precision | recall | relabelled right | introduced | "
+             "copy wrong | the rule before: right / introduced |", "|" + "---|" * 10]
+    for r in results:
+        lines.append(f"| {r['dataset']} | {r['kind']} {r['rate']:.0%} | {r['wrong']} | {r['flagged']} | "
+                     f"{r['precision']:.3f} | {r['recall']:.3f} | {r['relabelled_right']} | {r['introduced']} | "
+                     f"{r['copy_wrong']} | {r['before_right']} / {r['before_introduced']} |")
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
