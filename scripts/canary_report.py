@@ -37,8 +37,8 @@ BEFORE = f"small_loss_{CANARY_READING}_{CANARY_QUANTILE:g}"  # the first canary 
 # The cleaned copy's relabel rules, at the library's count: the library's (relabel_confidently);
 # the rule before it (names_the_class alone); and the given label's fit against the canaries'
 # with no allowance for a learned flip pattern.
-RULES = {"names_and_fit": lambda e, s: relabel_confidently(e, s),
-         "names_the_class": lambda e, s: names_the_class(e, s),
+RULES = {"names_and_fit": relabel_confidently,
+         "names_the_class": names_the_class,
          "names_and_raw_fit": lambda e, s: names_the_class(e, s) & raw_fit_like_a_canary(e)}
 CHOSEN_RULE, BEFORE_RULE = "names_and_fit", "names_the_class"
 
@@ -169,13 +169,11 @@ def report(out: Path, share: float, canary_free: Path, held_out: int) -> str:
         totals["cl"] += cl["within_goal"]
         totals["clean"] += clean["within_goal"]
         totals["clean_before"] += c[("clean_rule", BEFORE_RULE)]["within_goal"]
-        for d in ("mnist", "fashion-mnist"):
-            if k[0] == d:
-                totals[f"{d} clean"] += clean["within_goal"]
-                totals[f"{d} removed"] += clean["value"]
-                totals[f"{d} introduced"] += clean["introduced"]
-                totals[f"{d} removed before"] += c[("clean_rule", BEFORE_RULE)]["value"]
-                totals[f"{d} introduced before"] += c[("clean_rule", BEFORE_RULE)]["introduced"]
+        totals[f"{k[0]} clean"] += clean["within_goal"]
+        totals[f"{k[0]} removed"] += clean["value"]
+        totals[f"{k[0]} introduced"] += clean["introduced"]
+        totals[f"{k[0]} removed before"] += c[("clean_rule", BEFORE_RULE)]["value"]
+        totals[f"{k[0]} introduced before"] += c[("clean_rule", BEFORE_RULE)]["introduced"]
         totals["ahead"] += c[BEST] > max(c["small_loss"], c["confident_learning"])
         totals["level"] += c[BEST] >= max(c["small_loss"], c["confident_learning"])
         by_rate[k[2]][0] += count["within_goal"]
