@@ -16,23 +16,28 @@ from pathlib import Path
 import numpy as np
 
 from cdr_fast.detection.canaries import canary_ratio
+from cdr_fast.detection.scores import learned_overlap, unexplained_loss
 from cdr_fast.detection.count import (CANARY_QUANTILE, CANARY_READING, canary_noise_rate, names_the_class,
                                       relabel_confidently)
 from benchmark_cells import goal_and_error, key_of, mean, shown, write_cells, write_readme
 
-# The count's candidates: the canary ratio of the unexplained loss (the library's) and of small
-# loss (the first canary count's) on each reading at each threshold (the canaries' score reached by
-# a share q of them); confident learning's rule calibrated by the canaries' recall, and confident
-# learning alone, for comparison.
+# The count's candidates: the canary ratio of the unexplained loss (the library's: the one-way
+# overlap taken out), of the unexplained loss with the whole overlap taken out (the pattern-aware
+# count before it) and of small loss (the first canary count's), on each reading at each threshold
+# (the canaries' score reached by a share q of them); confident learning's rule calibrated by the
+# canaries' recall, and confident learning alone, for comparison.
 QUANTILES = (0.5, 0.6, 0.7, 0.8, 0.9)
 READINGS = ("probs_mean", "probs_ema")
 COUNTS = {f"unexplained_{reading}_{q:g}": (lambda e, reading=reading, q=q: canary_noise_rate(e, reading, q))
           for reading in READINGS for q in QUANTILES}
+COUNTS.update({f"mutual_{reading}_{q:g}": (lambda e, reading=reading, q=q: whole_overlap_rate(e, reading, q))
+               for reading in READINGS for q in QUANTILES})
 COUNTS.update({f"small_loss_{reading}_{q:g}": (lambda e, reading=reading, q=q: small_loss_canary_rate(e, reading, q))
                for reading in READINGS for q in QUANTILES})
 COUNTS["canary_confident"] = lambda e: canary_confident_rate(e)
 LIBRARY = f"unexplained_{CANARY_READING}_{CANARY_QUANTILE:g}"
 BEFORE = f"small_loss_{CANARY_READING}_{CANARY_QUANTILE:g}"  # the first canary count, for comparison
+PREVIOUS = f"mutual_{CANARY_READING}_{CANARY_QUANTILE:g}"  # the count the library had before the one-way overlap
 
 # The cleaned copy's relabel rules, at the library's count: the library's (relabel_confidently);
 # the rule before it (names_the_class alone); and the given label's fit against the canaries'
@@ -48,6 +53,15 @@ def raw_fit_like_a_canary(evidence) -> np.ndarray:
     p, y, can = evidence.probs_mean, evidence.given_label, evidence.canary
     rows = np.arange(y.size)
     return p[rows, y] <= np.median(p[rows[can], evidence.trained_label[can]])
+
+
+def whole_overlap_rate(evidence, reading: str, quantile: float) -> float:
+    """The pattern-aware count before the one-way overlap: the canary ratio of the unexplained loss
+    with the whole learned overlap taken out, look-alike classes' mutual part included."""
+    y, trained = evidence.trained_label, evidence.trained
+    probs = getattr(evidence, reading)
+    score = unexplained_loss(probs, y, learned_overlap(probs[trained], y[trained]))
+    return canary_ratio(score[evidence.canary], score[trained & ~evidence.canary], quantile)
 
 
 def small_loss_canary_rate(evidence, reading: str, quantile: float) -> float:
@@ -145,14 +159,15 @@ def report(out: Path, share: float, canary_free: Path, held_out: int) -> str:
     cells = defaultdict(dict)
     for r in held:
         k = (r["dataset"], r["kind"], r["rate"], r["method"])
-        if r["measure"] in ("count", "clean") and r["detector"] in (chosen, CL, BEFORE):
+        if r["measure"] in ("count", "clean") and r["detector"] in (chosen, CL, BEFORE, PREVIOUS):
             cells[k][(r["measure"], r["detector"])] = r
         elif r["measure"] == "clean_rule":
             cells[k][(r["measure"], r["detector"])] = r
         elif r["measure"] == "ap":
             cells[k][r["detector"]] = r["value"]
     from cdr_fast.detection import BEST
-    head = ["dataset", "noise", "rate", "method", "truly wrong", "flagged", "count within goal", "small-loss count",
+    head = ["dataset", "noise", "rate", "method", "truly wrong", "flagged", "count within goal", "count before",
+            "small-loss count",
             "CL count",
             "AP ours", "AP small loss", "AP conf. learning", "relabelled right", "introduced", "reviewed",
             "clean within goal"]
@@ -164,6 +179,12 @@ def report(out: Path, share: float, canary_free: Path, held_out: int) -> str:
         count, clean, cl = c[("count", chosen)], c[("clean", chosen)], c[("count", CL)]
         before = c[("count", BEFORE)]
         totals["cells"] += 1
+        totals["previous"] += c[("count", PREVIOUS)]["within_goal"]
+        totals["previous clean"] += c[("clean", PREVIOUS)]["within_goal"]
+        totals["over"] += count["value"] > 2 * count["truly_wrong"]
+        totals["under"] += count["value"] < count["truly_wrong"] / 2
+        totals["previous over"] += c[("count", PREVIOUS)]["value"] > 2 * count["truly_wrong"]
+        totals["previous under"] += c[("count", PREVIOUS)]["value"] < count["truly_wrong"] / 2
         totals["count"] += count["within_goal"]
         totals["before"] += before["within_goal"]
         totals["cl"] += cl["within_goal"]
@@ -179,26 +200,55 @@ def report(out: Path, share: float, canary_free: Path, held_out: int) -> str:
         by_rate[k[2]][0] += count["within_goal"]
         by_rate[k[2]][1] += 1
         table.append(f"| {k[0]} | {k[1]} | {k[2]:.0%} | {k[3]} | {count['truly_wrong']} | {count['value']} | "
-                     f"{'yes' if count['within_goal'] else 'no'} | {before['value']} | {cl['value']} | {c[BEST]:.4f} | "
+                     f"{'yes' if count['within_goal'] else 'no'} | {c[('count', PREVIOUS)]['value']} | "
+                     f"{before['value']} | {cl['value']} | {c[BEST]:.4f} | "
                      f"{c['small_loss']:.4f} | {c['confident_learning']:.4f} | {clean['value']} | "
                      f"{clean['introduced']} | {clean['reviewed']} | {'yes' if clean['within_goal'] else 'no'} |")
     ours = [cells[k][BEST] for k in cells]
     lines += [f"Of {totals['cells']} held-out cells: the canary count is within |flagged - wrong| <= 0.15 wrong + "
-              f"0.002 n in **{totals['count']}** (the small-loss canary count, on the same runs: {totals['before']}; "
-              f"confident learning's: {totals['cl']}); by "
+              f"0.002 n in **{totals['count']}** (on the same runs: the count before, `{PREVIOUS}`, "
+              f"{totals['previous']}; the small-loss canary count {totals['before']}; confident learning's "
+              f"{totals['cl']}); under half the truth in {totals['under']} (before: {totals['previous under']}), over "
+              f"twice it in {totals['over']} (before: {totals['previous over']}); by "
               "noise rate: " + ", ".join(f"{r:.0%} {a}/{b}" for r, (a, b) in sorted(by_rate.items())) + ". "
               f"Our detector's AP is ahead of both small loss and confident learning in **{totals['ahead']}** and "
               f"at least level with both in **{totals['level']}** (mean AP ours {mean(ours):.4f}, small loss "
               f"{mean([cells[k]['small_loss'] for k in cells]):.4f}, confident learning "
               f"{mean([cells[k]['confident_learning'] for k in cells]):.4f}). The cleaned copy (relabel rule "
               f"`{CHOSEN_RULE}`) at the canary count introduces at most a tenth of the wrong labels it removes in **{totals['clean']}** "
-              f"(the rule before, `{BEFORE_RULE}` alone, on the same runs: {totals['clean_before']}): "
+              f"(at the count before: {totals['previous clean']}; the rule before, `{BEFORE_RULE}` alone, on the "
+              f"same runs: {totals['clean_before']}): "
               + "; ".join(f"{d} {totals[f'{d} clean']} of 60, {totals[f'{d} introduced']} introduced against "
                           f"{totals[f'{d} removed']} removed (before: {totals[f'{d} introduced before']} against "
                           f"{totals[f'{d} removed before']})" for d in ("mnist", "fashion-mnist")) + ".",
               "", *table, "", *same_images(held)]
     lines += full_size_table(out, chosen, held_out)
+    lines += floor_table(out, chosen)
     return write_readme(out, lines)
+
+
+def floor_table(out: Path, chosen: str) -> list[str]:
+    """The subsets with no noise added (runs-floor/, development seed): the benchmark's truth is that
+    no judged label is wrong, so what the count flags there is its floor on that dataset."""
+    folders = sorted(s.parent for s in (out / "runs-floor").glob("*/summary.json"))
+    if not folders:
+        return []
+    lines = ["", "## With no noise added (development seed)", "",
+             "The 3,000-example subsets as the datasets ship them, 5% canaries planted. The benchmark counts every "
+             "shipped label as right, so what a count flags here is its floor: images the network cannot tell from "
+             "a flip, and the dataset's own wrong labels.", "",
+             "| dataset | method | judged | flagged | count before | small-loss count | CL count | relabelled |",
+             "|" + "---|" * 8]
+    from cdr_fast.detection import load_evidence
+
+    for folder in folders:
+        k, c = key_of(folder.name), {}
+        for r in measure(folder):
+            c[(r["measure"], r["detector"])] = r
+        counts = " | ".join(str(c[("count", name)]["value"]) for name in (chosen, PREVIOUS, BEFORE, CL))
+        lines.append(f"| {k['dataset']} | {k['method']} | {int(load_evidence(folder).judged.sum())} | {counts} | "
+                     f"{c[('clean', chosen)]['introduced']} |")
+    return lines
 
 
 def same_images(held: list[dict]) -> list[str]:
@@ -243,16 +293,16 @@ def full_size_table(out: Path, chosen: str, held_out: int) -> list[str]:
     """The whole training sets (``--full-size``: runs-full/), held-out seed, under the same choices."""
     from cdr_fast.detection import BEST
 
-    folders = sorted(s.parent for s in (out / "runs-full").glob("*/summary.json"))
+    folders = sorted(s.parent for s in (out / "runs-full").glob(f"*_s{held_out}/summary.json"))
     if not folders:
         return []
     lines = ["", f"## The whole training sets (held-out seed {held_out}), under the same choices", "",
              "`python scripts/detection_count.py --out results/detection-canaries --workers 2 --canaries 0.05 "
              "--full-size`: 54,000 training examples (2,700 canaries) and 6,000 held out.", "",
-             "| dataset | noise | rate | method | truly wrong | flagged | count within goal | small-loss count | "
-             "CL count | AP ours | AP small loss | AP conf. learning | relabelled right | introduced | reviewed | "
-             "clean within goal |",
-             "|" + "---|" * 16]
+             "| dataset | noise | rate | method | truly wrong | flagged | count within goal | count before | "
+             "small-loss count | CL count | AP ours | AP small loss | AP conf. learning | relabelled right | "
+             "introduced | reviewed | clean within goal |",
+             "|" + "---|" * 17]
     totals = defaultdict(int)
     for folder in folders:
         k, c = key_of(folder.name), {}
@@ -261,16 +311,20 @@ def full_size_table(out: Path, chosen: str, held_out: int) -> list[str]:
         count, cl, clean = c[("count", chosen)], c[("count", CL)], c[("clean", chosen)]
         totals["count"] += count["within_goal"]
         totals["before"] += c[("count", BEFORE)]["within_goal"]
+        totals["previous"] += c[("count", PREVIOUS)]["within_goal"]
         totals["clean"] += clean["within_goal"]
+        totals["previous clean"] += c[("clean", PREVIOUS)]["within_goal"]
         lines.append(f"| {k['dataset']} | {k['kind']} | {k['rate']:.0%} | {k['method']} | {count['truly_wrong']} | "
                      f"{count['value']} | "
-                     f"{'yes' if count['within_goal'] else 'no'} | {c[('count', BEFORE)]['value']} | {cl['value']} | "
+                     f"{'yes' if count['within_goal'] else 'no'} | {c[('count', PREVIOUS)]['value']} | "
+                     f"{c[('count', BEFORE)]['value']} | {cl['value']} | "
                      f"{c[('ap', BEST)]['value']:.4f} | "
                      f"{c[('ap', 'small_loss')]['value']:.4f} | {c[('ap', 'confident_learning')]['value']:.4f} | "
                      f"{clean['value']} | {clean['introduced']} | {clean['reviewed']} | "
                      f"{'yes' if clean['within_goal'] else 'no'} |")
-    lines += ["", f"Of {len(folders)} cells: the count is within the goal in **{totals['count']}** (the small-loss "
-              f"canary count: {totals['before']}); the cleaned copy meets its goal in **{totals['clean']}**."]
+    lines += ["", f"Of {len(folders)} cells: the count is within the goal in **{totals['count']}** (the count "
+              f"before: {totals['previous']}; the small-loss canary count: {totals['before']}); the cleaned copy "
+              f"meets its goal in **{totals['clean']}** (at the count before: {totals['previous clean']})."]
     return lines
 
 

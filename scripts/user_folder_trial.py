@@ -10,8 +10,9 @@ under a class drawn from the others. Then, as a user would:
     python find_labels.py --dataset folder --data-dir <folder> --out <run> --method cdr --tau auto --epochs 20
 
 and the flagged set (wrong_labels.csv) and the cleaned copy (cleaned/train/) are judged against the
-images' true classes. Nothing is chosen here: the trials only measure. The relabel rule before
-this one (``names_the_class`` alone) is measured on the same runs, for comparison.
+images' true classes. Nothing is chosen here: the trials only measure. The count before this one
+(the whole learned overlap taken out, ``canary_report.whole_overlap_rate``) is measured on the same
+runs' evidence, for comparison: the number it flags, and their precision and recall.
 
 Writes <out>/README.md (the table) and <out>/trials.jsonl; the folders and runs go under
 <out>/work/ (not committed).
@@ -30,6 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
 TRIALS = (("mnist", "pattern", 0.20), ("mnist", "symmetric", 0.20), ("mnist", "symmetric", 0.03),
           ("fashion-mnist", "pattern", 0.20), ("fashion-mnist", "symmetric", 0.20),
@@ -66,9 +68,10 @@ def build(folder: Path, dataset: str, kind: str, rate: float) -> dict[str, int]:
 
 
 def judge(folder: Path, run: Path, truth: dict[str, int]) -> dict:
-    """The flagged set and the cleaned copy against the true classes, and the rule before on the same run."""
-    from cdr_fast.detection import load_evidence
-    from cdr_fast.detection.count import names_the_class
+    """The flagged set and the cleaned copy against the true classes, and the count before on the same run."""
+    from canary_report import whole_overlap_rate
+    from cdr_fast.detection import BEST, DETECTORS, load_evidence, rank_suspects
+    from cdr_fast.detection.count import CANARY_QUANTILE, CANARY_READING
 
     given = {p.name: int(p.parent.name) for p in (folder / "train").glob("*/*.png")}
     wrong = {f for f, g in given.items() if g != truth[f]}
@@ -76,22 +79,19 @@ def judge(folder: Path, run: Path, truth: dict[str, int]) -> dict:
     flagged = {Path(r["file"]).name: r for r in rows}
     cleaned = {p.name: int(p.parent.name) for p in (run / "cleaned" / "train").glob("*/*.png")}
     relabelled = [f for f, r in flagged.items() if r["action"] == "relabel"]
-    # the rule before, on the same evidence and the same flagged set
+    # the count before, on the same evidence and the same ranking
     e = load_evidence(run)
-    at = {int(i): k for k, i in enumerate(e.index)}
-    suggested = np.zeros(e.index.size, dtype=np.int64)
-    rows_at = np.array([at[int(r["index"])] for r in rows], dtype=np.int64)
-    suggested[rows_at] = [int(r["suggested_label"]) for r in rows]
-    before = names_the_class(e, suggested)[rows_at] if rows else np.zeros(0, dtype=bool)
-    before_files = [Path(r["file"]).name for r, b in zip(rows, before) if b]
-    hits = len(set(flagged) & wrong)
+    before = rank_suspects(DETECTORS[BEST].suspects(e), whole_overlap_rate(e, CANARY_READING, CANARY_QUANTILE),
+                           e.judged).flagged
+    before_files = {Path(e.files[i]).name for i in np.flatnonzero(before)}
+    hits, before_hits = len(set(flagged) & wrong), len(before_files & wrong)
     return {"wrong": len(wrong), "flagged": len(flagged), "precision": hits / max(len(flagged), 1),
             "recall": hits / max(len(wrong), 1),
             "relabelled_right": sum(cleaned[f] == truth[f] for f in relabelled),
             "introduced": sum(given[f] == truth[f] for f in relabelled),
             "copy_wrong": sum(cleaned[f] != truth[f] for f in cleaned),
-            "before_right": sum(int(flagged[f]["suggested_label"]) == truth[f] for f in before_files),
-            "before_introduced": sum(given[f] == truth[f] for f in before_files)}
+            "before_flagged": len(before_files), "before_precision": before_hits / max(len(before_files), 1),
+            "before_recall": before_hits / max(len(wrong), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
              f": {PER_CLASS * 10:,} training images as PNG files in class folders, a share filed under a wrong class, "
              "run through `find_labels.py --method cdr --tau auto` as a user would; nothing is chosen on these trials.",
              "", "| dataset | flips | wrong | flagged | precision | recall | relabelled right | introduced | "
-             "copy wrong | the rule before: right / introduced |", "|" + "---|" * 10]
+             "copy wrong | the count before: flagged, precision, recall |", "|" + "---|" * 10]
     for r in results:
         lines.append(f"| {r['dataset']} | {r['kind']} {r['rate']:.0%} | {r['wrong']} | {r['flagged']} | "
                      f"{r['precision']:.3f} | {r['recall']:.3f} | {r['relabelled_right']} | {r['introduced']} | "
-                     f"{r['copy_wrong']} | {r['before_right']} / {r['before_introduced']} |")
+                     f"{r['copy_wrong']} | {r['before_flagged']}, {r['before_precision']:.3f}, "
+                     f"{r['before_recall']:.3f} |")
     (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

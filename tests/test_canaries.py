@@ -181,6 +181,59 @@ def test_the_learned_overlap_and_the_unexplained_loss_by_hand():
     np.testing.assert_allclose(unexplained_loss(p.astype(np.float32), labels, overlap), score, rtol=1e-6)
 
 
+def test_the_one_way_overlap_by_hand():
+    from cdr_fast.detection.scores import one_way_overlap
+
+    # the by-hand case above: A = [[0, 0.2, 0], [0.3, 0, 0], [0, 0, 0]]; class 1 gets 0.3 of 0, class 0
+    # returns 0.2 of it: one-way 0.1 from 1 to 0, nothing from 0 to 1
+    p = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.6, 0.4, 0.0], [0.3, 0.7, 0.0], [0.3, 0.7, 0.0],
+                  [0.15, 0.2, 0.65]])
+    labels = np.array([0, 0, 0, 0, 1, 0])
+    np.testing.assert_allclose(one_way_overlap(p, labels), [[0, 0, 0], [0.1, 0, 0], [0, 0, 0]], atol=1e-12)
+    # a mutual overlap (two look-alike classes, 0.3 each way) has no one-way part
+    mutual = np.array([[0.7, 0.3], [0.7, 0.3], [0.3, 0.7], [0.3, 0.7]])
+    assert not one_way_overlap(mutual, np.array([0, 0, 1, 1])).any()
+    assert one_way_overlap(np.zeros((0, 3)), np.zeros(0, dtype=np.int64)).shape == (3, 3)
+
+
+def test_hard_images_of_look_alike_classes_do_not_pass_for_flips(fresh_seed):
+    """Classes pair up as look-alikes (0 and 1, 2 and 3, ...): a typical image gets 0.3 of its
+    partner, a hard one (a tenth of the clean) only 0.35 of its own class. Wrong labels and canaries
+    are one-off flips, p on their label ~ U(0, 0.2). With the whole overlap taken out a hard image
+    scores as high as a canary, and the count runs far over; its one-way part is nil here, and the
+    count is the wrong labels' share."""
+    from cdr_fast.detection.canaries import canary_ratio
+    from cdr_fast.detection.scores import learned_overlap, unexplained_loss
+
+    rng = np.random.default_rng(fresh_seed)
+    n, m = 20_000, 10
+    true = rng.integers(0, m, n)
+    canary = rng.random(n) < 0.05
+    wrong = ~canary & (rng.random(n) < 0.05)
+    hard = ~canary & ~wrong & (rng.random(n) < 0.1)
+    flip = (true + rng.integers(1, m, n)) % m
+    labels = np.where(wrong, flip, true)
+    planted = np.where(canary, flip, -1)
+    trained = np.where(canary, planted, labels)
+    partner = true ^ 1
+    p = np.zeros((n, m))
+    rows = np.arange(n)
+    on_own = np.where(hard, 0.35, 0.7 + rng.uniform(-0.02, 0.02, n))
+    p[rows, true] = on_own
+    p[rows, partner] = 1 - on_own
+    flipped = canary | wrong
+    on_label = rng.uniform(0, 0.2, n)
+    p[flipped] = 0.0
+    p[rows[flipped], trained[flipped]] = on_label[flipped]
+    p[rows[flipped], true[flipped]] = 1 - on_label[flipped]
+    e = Evidence(index=rows, given_label=labels, probs=p, probs_mean=p, margin_mean=np.zeros(n), probs_ema=p,
+                 epochs=1, planted_label=planted, clean_label=true)
+    truth = wrong[~canary].mean()
+    assert canary_noise_rate(e) == pytest.approx(truth, rel=0.15)
+    whole = unexplained_loss(p, trained, learned_overlap(p, trained))
+    assert canary_ratio(whole[canary], whole[~canary], 0.8) > 2 * truth  # the count before the one-way part
+
+
 def test_the_count_uses_the_canaries_from_min_canaries_on_and_confident_learning_below(fresh_seed):
     rng = np.random.default_rng(fresh_seed)
     n = 400

@@ -224,7 +224,7 @@ def test_the_canary_count_and_tau_auto_claims():
     from cdr_fast.estimate import WARMUP_QUANTILE
 
     rows = list(csv.DictReader(open(RESULTS / "detection-canaries" / "cells.csv")))
-    held_out = "5"  # scripts/detection_count.py's HELD_OUT
+    held_out = "6"  # scripts/detection_count.py's HELD_OUT
     tau_held_out = 4  # scripts/tau_canaries.py's HELD_OUT
 
     def held(detector, measure):
@@ -233,17 +233,25 @@ def test_the_canary_count_and_tau_auto_claims():
     count = held(f"unexplained_{CANARY_READING}_{CANARY_QUANTILE:g}", "count")
     clean = held(f"unexplained_{CANARY_READING}_{CANARY_QUANTILE:g}", "clean")
     before = held(f"small_loss_{CANARY_READING}_{CANARY_QUANTILE:g}", "count")
-    assert len(count) == len(clean) == len(before) == 120
+    whole = held(f"mutual_{CANARY_READING}_{CANARY_QUANTILE:g}", "count")
+    cl = held("confident_learning", "count")
+    assert len(count) == len(clean) == len(before) == len(whole) == len(cl) == 120
 
     def within(rs):
         return sum(int(r["within_goal"]) for r in rs)
 
+    def under(rs):
+        return sum(int(r["value"]) < int(r["truly_wrong"]) / 2 for r in rs)
+
+    def over(rs):
+        return sum(int(r["value"]) > 2 * int(r["truly_wrong"]) for r in rs)
+
     mnist = within([r for r in count if r["dataset"] == "mnist"])
-    below = sum(int(r["value"]) < int(r["truly_wrong"]) / 2 for r in before)
-    assert f"in **{within(count)} of 120** (small loss: {within(before)}" in README
+    assert (f"in **{within(count)} of 120** (the whole overlap taken out: {within(whole)}; small loss: "
+            f"{within(before)}; confident learning: {within(cl)})") in README
     assert f"MNIST {mnist} of 60, Fashion-MNIST {within(count) - mnist} of 60" in README
-    assert f"under half the truth in {sum(int(r['value']) < int(r['truly_wrong']) / 2 for r in count)} cell" in README
-    assert f"(small loss: {below}" in README
+    assert f"Under half the truth in {under(count)} cells (small loss: {under(before)})" in README
+    assert f"over twice it in {over(count)} (before: {over(whole)})" in README
     rule_before = held("names_the_class", "clean_rule")
     assert len(rule_before) == 120
     assert f"in **{within(clean)} of 120** (the rule before: {within(rule_before)})" in README
@@ -268,10 +276,16 @@ def test_the_canary_count_and_tau_auto_claims():
     assert f"in {near('tau_auto')} of {len(tau)} held-out cells (before: {near('previous')}" in README
     # the whole training sets: the table's own tally (its runs are not committed), quoted in the README
     full = (RESULTS / "detection-canaries" / "README.md").read_text()
-    table = [line.split(" | ") for line in full.split("## The whole training sets")[1].splitlines()
+    section = full.split("## The whole training sets")[1].split("\n## ")[0]
+    table = [line.split(" | ") for line in section.splitlines()
              if line.startswith("| mnist") or line.startswith("| fashion-mnist")]
     judged = 60_000 - 2_700  # the training set less its canaries
-    new, old = sum(r[6] == "yes" for r in table), sum(
-        abs(int(r[7]) - int(r[4])) <= 0.15 * int(r[4]) + 0.002 * judged for r in table)
-    assert f"Of {len(table)} cells: the count is within the goal in **{new}** (the small-loss canary count: {old})" in full
-    assert f"the count holds in {new} of {len(table)} held-out cells (small loss: {old};" in README
+
+    def held_count(column):
+        return sum(abs(int(r[column]) - int(r[4])) <= 0.15 * int(r[4]) + 0.002 * judged for r in table)
+
+    new, previous, small = sum(r[6] == "yes" for r in table), held_count(7), held_count(8)
+    assert new == held_count(5)
+    assert (f"Of {len(table)} cells: the count is within the goal in **{new}** (the count before: {previous}; "
+            f"the small-loss canary count: {small})") in full
+    assert f"the count holds in {new} of {len(table)} held-out cells (before: {previous}; small loss: {small})" in README

@@ -16,7 +16,8 @@ Inputs are arrays (numpy, or CPU tensors): ``probs`` (n x m) predicted probabili
   margin" (Pleiss et al., 2020) does with logits. Early epochs, before the network memorises,
   carry the most evidence; a last-epoch reading loses it.
 - ``unexplained_loss``: small loss less what a class-level flip pattern the network has learned
-  explains (``learned_overlap``); the canary count's score (``cdr_fast.detection.count``).
+  explains (``learned_overlap``, or its one-way part, ``one_way_overlap``); the canary count's
+  score (``cdr_fast.detection.count``).
 """
 
 from __future__ import annotations
@@ -153,12 +154,24 @@ def learned_overlap(probs, labels) -> np.ndarray:
     return overlap
 
 
+def one_way_overlap(probs, labels) -> np.ndarray:
+    """(m, m) float64: the one-way part of ``learned_overlap`` A, ``max(A[k, j] - A[j, k], 0)``.
+
+    A flip pattern runs one way: where a share of class k carries label j, a typical k gets p[j]
+    near that share, while a typical j gets little of k. Two classes that merely look alike (a
+    shirt and a T-shirt) give each other about as much, and that mutual part is no pattern of
+    wrong labels: taken out of a score, it would let a hard image of either class pass for a
+    pattern-following flip."""
+    overlap = learned_overlap(probs, labels)
+    return np.clip(overlap - overlap.T, 0.0, None)
+
+
 def unexplained_loss(probs, labels, overlap: np.ndarray) -> np.ndarray:
     """(n,) float64 in [0, 1]: ``1 - p[y]`` with the learned overlap taken out. With k the most
-    probable other class and ``a = overlap[k, y]`` (``learned_overlap``), the share of ``p[y]``
-    above a is ``(p[y] - a) / (1 - a)``, and the score is 1 minus it, clipped to [0, 1]. A one-off
-    flip (a near 0) scores its small loss ``1 - p[y]``; a flip that follows a learned pattern
-    scores as high, where small loss would call it half fitted."""
+    probable other class and ``a = overlap[k, y]`` (``learned_overlap`` or ``one_way_overlap``),
+    the share of ``p[y]`` above a is ``(p[y] - a) / (1 - a)``, and the score is 1 minus it,
+    clipped to [0, 1]. A one-off flip (a near 0) scores its small loss ``1 - p[y]``; a flip that
+    follows a learned pattern scores as high, where small loss would call it half fitted."""
     p = as_probabilities(probs)
     s = as_labels(labels, p)
     other, _ = best_other(p, s)
