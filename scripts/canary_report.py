@@ -94,10 +94,10 @@ def measure(folder: Path) -> list[dict]:
     """One canary run: each candidate count (and confident learning's, for comparison), our
     detector's and the baselines' AP (at their development readings of the canary-free grid), and
     the confident-relabel cleaned copy at each count."""
-    from cdr_fast.detection import BEST, DETECTORS, average_precision, load_evidence, rank_suspects
+    from cdr_fast.detection import BEST, DETECTORS, average_precision, rank_suspects
     from cdr_fast.detection.count import confident_learning_rate
 
-    e = load_evidence(folder)
+    e = load_benchmark_evidence(folder)
     j = e.judged
     wrong = (e.given_label != e.clean_label) & j
     n, truly = int(j.sum()), int(wrong.sum())
@@ -223,13 +223,14 @@ def report(out: Path, share: float, canary_free: Path, held_out: int) -> str:
                           f"{totals[f'{d} removed before']})" for d in ("mnist", "fashion-mnist")) + ".",
               "", *table, "", *same_images(held)]
     lines += full_size_table(out, chosen, held_out)
-    lines += floor_table(out, chosen)
+    lines += floor_table(out, chosen, held_out)
     return write_readme(out, lines)
 
 
-def floor_table(out: Path, chosen: str) -> list[str]:
+def floor_table(out: Path, chosen: str, held_out: int) -> list[str]:
     """The subsets with no noise added (runs-floor/, development seed): the benchmark's truth is that
-    no judged label is wrong, so what the count flags there is its floor on that dataset."""
+    no judged label is wrong, so what the count flags there is its floor on that dataset; and how
+    many of the clean images the held-out runs at 1% flag are among the floor's."""
     folders = sorted(s.parent for s in (out / "runs-floor").glob("*/summary.json"))
     if not folders:
         return []
@@ -248,7 +249,36 @@ def floor_table(out: Path, chosen: str) -> list[str]:
         counts = " | ".join(str(c[("count", name)]["value"]) for name in (chosen, PREVIOUS, BEFORE, CL))
         lines.append(f"| {k['dataset']} | {k['method']} | {int(load_evidence(folder).judged.sum())} | {counts} | "
                      f"{c[('clean', chosen)]['introduced']} |")
+    lines.append("")
+    for dataset in sorted({key_of(f.name)["dataset"] for f in folders}):
+        floor = set().union(*(flagged_clean(f) for f in folders if key_of(f.name)["dataset"] == dataset))
+        runs = [flagged_clean(f) for f in sorted((out / "runs").glob(f"{dataset}_*01_*_s{held_out}"))
+                if (f / "summary.json").is_file()]
+        if runs:
+            lines.append(f"- {dataset}: the no-noise runs flag {len(floor)} images between them; of the clean images "
+                         f"each held-out run at 1% noise flags ({min(map(len, runs))} to {max(map(len, runs))}), "
+                         f"{min(len(r & floor) for r in runs)} to {max(len(r & floor) for r in runs)} are among them")
     return lines
+
+
+def flagged_clean(folder: Path) -> set[int]:
+    """The dataset indices of the clean (truly right) examples a run flags at the library's count."""
+    from cdr_fast.detection import BEST, DETECTORS, rank_suspects
+
+    e = load_benchmark_evidence(folder)
+    flagged = rank_suspects(DETECTORS[BEST].suspects(e), canary_noise_rate(e), e.judged).flagged
+    return set(e.index[flagged & (e.given_label == e.clean_label)].tolist())
+
+
+def load_benchmark_evidence(folder: Path):
+    """A run's evidence with the benchmark's truth: a run that added no noise keeps no clean labels,
+    and the benchmark counts every label it was given as right."""
+    from cdr_fast.detection import load_evidence
+
+    e = load_evidence(folder)
+    if e.clean_label is None:
+        e.clean_label = e.given_label.copy()
+    return e
 
 
 def same_images(held: list[dict]) -> list[str]:
