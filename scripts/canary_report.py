@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from cdr_fast.detection.canaries import canary_ratio
-from cdr_fast.detection.scores import learned_overlap, unexplained_loss
 from cdr_fast.detection.count import (CANARY_QUANTILE, CANARY_READING, canary_noise_rate, names_the_class,
                                       relabel_confidently)
+from cdr_fast.detection.scores import learned_overlap, unexplained_loss
 from benchmark_cells import goal_and_error, key_of, mean, shown, write_cells, write_readme
 
 # The count's candidates: the canary ratio of the unexplained loss (the library's: the one-way
@@ -240,14 +240,13 @@ def floor_table(out: Path, chosen: str, held_out: int) -> list[str]:
              "a flip, and the dataset's own wrong labels.", "",
              "| dataset | method | judged | flagged | count before | small-loss count | CL count | relabelled |",
              "|" + "---|" * 8]
-    from cdr_fast.detection import load_evidence
-
     for folder in folders:
         k, c = key_of(folder.name), {}
         for r in measure(folder):
             c[(r["measure"], r["detector"])] = r
         counts = " | ".join(str(c[("count", name)]["value"]) for name in (chosen, PREVIOUS, BEFORE, CL))
-        lines.append(f"| {k['dataset']} | {k['method']} | {int(load_evidence(folder).judged.sum())} | {counts} | "
+        judged = int(load_benchmark_evidence(folder).judged.sum())
+        lines.append(f"| {k['dataset']} | {k['method']} | {judged} | {counts} | "
                      f"{c[('clean', chosen)]['introduced']} |")
     lines.append("")
     for dataset in sorted({key_of(f.name)["dataset"] for f in folders}):
