@@ -2,6 +2,8 @@
 
     python scripts/detection_count.py --out results/detection-count --workers 2     # train, then report
     python scripts/detection_count.py --out results/detection-count --report-only   # the report again
+    python scripts/detection_count.py --out /tmp/check --canaries 0.05 \
+        --cells 'fashion-mnist_symmetric01_*_s6' 'mnist_pairflip20_*_s6'           # a few cells again
 
 Cells: 3,000-example stratified subsets of MNIST and Fashion-MNIST (../shared/data), noise rates
 1, 3, 5, 10, 20 and 40%, noise kinds symmetric, pairflip, random_matrix (2-3 targets per class),
@@ -18,6 +20,7 @@ Writes runs/<cell>/ (each run's folder), cells.csv (one row per run and measure)
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -295,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"{CANARY_SEEDS}")
     p.add_argument("--full-size", action="store_true",
                    help="with --canaries: the whole training sets instead, a few held-out cells (runs-full/)")
+    p.add_argument("--cells", nargs="+", metavar="PATTERN",
+                   help="train only the cells whose folder name matches one of these shell patterns "
+                        "(e.g. 'mnist_pairflip20_*_s6'); the report covers the runs in --out")
     args = p.parse_args(argv)
     seeds = CANARY_SEEDS if args.canaries else SEEDS
     out = args.out.resolve()
@@ -315,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
                     for method in METHODS for dataset in DATASETS for kind, rate in FULL_CELLS]
         elif args.canaries:
             jobs += floor_jobs(out, args.canaries)
+        if args.cells:
+            every = jobs
+            jobs = [job for job in jobs if any(fnmatch.fnmatchcase(job[1].name, pat) for pat in args.cells)]
+            if not jobs:
+                p.error(f"--cells {' '.join(args.cells)} matches no cell; cells are named like {every[0][1].name} "
+                        f"(dataset_kindRATE_method_sSEED)")
         jobs.sort(key=lambda job: job[5] != 1)  # the development half first: its choices can start early
         folded = [(d, Path(str(f) + "_folds2"), kind, rate, method, seed) for d, f, kind, rate, method, seed, _ in jobs
                   if not args.canaries and seed == 1 and method == "cdr_aux" and rate in FOLD_RATES and kind in FOLD_KINDS]
