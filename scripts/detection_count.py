@@ -288,6 +288,16 @@ def report(out: Path) -> str:
     return write_readme(out, lines)
 
 
+def select_cells(jobs: list[tuple], patterns: list[str]) -> list[tuple]:
+    """The jobs whose cell folder's name matches one of the shell ``patterns`` (--cells)."""
+    chosen = [job for job in jobs if any(fnmatch.fnmatchcase(Path(job[1]).name, pat) for pat in patterns)]
+    if not chosen:
+        example = Path(jobs[0][1]).name if jobs else "mnist_symmetric01_cdr_aux_s1"
+        raise ValueError(f"--cells {' '.join(patterns)} matches no cell; cells are named like {example} "
+                         "(dataset_kindRATE_method_sSEED)")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
@@ -322,11 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.canaries:
             jobs += floor_jobs(out, args.canaries)
         if args.cells:
-            every = jobs
-            jobs = [job for job in jobs if any(fnmatch.fnmatchcase(job[1].name, pat) for pat in args.cells)]
-            if not jobs:
-                p.error(f"--cells {' '.join(args.cells)} matches no cell; cells are named like {every[0][1].name} "
-                        f"(dataset_kindRATE_method_sSEED)")
+            try:
+                jobs = select_cells(jobs, args.cells)
+            except ValueError as err:
+                p.error(str(err))
         jobs.sort(key=lambda job: job[5] != 1)  # the development half first: its choices can start early
         folded = [(d, Path(str(f) + "_folds2"), kind, rate, method, seed) for d, f, kind, rate, method, seed, _ in jobs
                   if not args.canaries and seed == 1 and method == "cdr_aux" and rate in FOLD_RATES and kind in FOLD_KINDS]
