@@ -40,13 +40,15 @@ PER_CLASS, TEST_IMAGES, SEED, EPOCHS = 200, 500, 23, 20
 
 
 def build(folder: Path, dataset: str, kind: str, rate: float) -> dict[str, int]:
-    """The folder tree, each training image under its given class; returns file name -> true class."""
+    """The folder tree, each training image under its given class; returns file name -> true class.
+    The images are the dataset's own bytes (its IDX files), as a user's PNG files would hold them."""
     from PIL import Image
 
-    from cdr_fast.data import load_dataset
+    from cdr_fast.data.builtin import find_idx_dir, idx_file, read_idx
 
-    d = load_dataset(dataset, REPO.parent / "shared" / "data" / dataset)
-    x, y = d.train_images.numpy(), d.train_labels.numpy()
+    idx = find_idx_dir(dataset, REPO.parent / "shared" / "data" / dataset)
+    x, y, tx, ty = (read_idx(idx_file(idx, stem)) for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
     rng = np.random.default_rng(SEED)
     pick = np.concatenate([rng.choice(np.flatnonzero(y == c), PER_CLASS, replace=False) for c in range(10)])
     given = y[pick].copy()
@@ -57,13 +59,12 @@ def build(folder: Path, dataset: str, kind: str, rate: float) -> dict[str, int]:
     for n, (i, g) in enumerate(zip(pick, given)):
         path = folder / "train" / str(g) / f"{n:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(x[i].squeeze().astype(np.uint8)).save(path)
+        Image.fromarray(x[i]).save(path)
         truth[path.name] = int(y[i])
-    tx, ty = d.test_images.numpy(), d.test_labels.numpy()
     for n, i in enumerate(rng.choice(len(ty), TEST_IMAGES, replace=False)):
         path = folder / "test" / str(ty[i]) / f"t{n:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(tx[i].squeeze().astype(np.uint8)).save(path)
+        Image.fromarray(tx[i]).save(path)
     return truth
 
 
