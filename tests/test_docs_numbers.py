@@ -128,7 +128,7 @@ def lead(detectors: dict) -> float:
 def test_the_detection_benchmark_claims(detection_final):
     cells = detection_final
     wins = sum(lead(d) > 0 for d in cells.values())
-    assert f"ahead of both small loss and confident learning in **{wins} of {len(cells)} cells**" in README
+    assert f"ahead of both small loss and confident learning in **{wins} of {len(cells)} cells**" in NOTEBOOK
     assert f"in {wins} of {len(cells)} cells" in (DETECTION / "detection.md").read_text()
 
     def ap(cell, detector):
@@ -136,11 +136,11 @@ def test_the_detection_benchmark_claims(detection_final):
 
     fp = ("fashion-mnist", "pairflip", 0.4)
     assert (f"Fashion-MNIST pairflip 40% {ap(fp, 'adaptive_posterior')} against {ap(fp, 'confident_learning')} "
-            f"(confident learning) and {ap(fp, 'small_loss')} (small loss)") in README
+            f"(confident learning) and {ap(fp, 'small_loss')} (small loss)") in NOTEBOOK
     leads = {noise: sorted(lead(d) for (_, n, _), d in cells.items() if n == noise) for noise in ("symmetric",
                                                                                                    "instance")}
-    assert f"symmetric noise ({leads['symmetric'][0]:+.4f} to {leads['symmetric'][-1]:+.4f}" in README
-    assert f"instance-dependent noise ({leads['instance'][0]:+.4f} to {leads['instance'][-1]:+.4f}" in README
+    assert f"symmetric noise ({leads['symmetric'][0]:+.4f} to {leads['symmetric'][-1]:+.4f}" in NOTEBOOK
+    assert f"instance-dependent noise ({leads['instance'][0]:+.4f} to {leads['instance'][-1]:+.4f}" in NOTEBOOK
     def seeds_behind(cell):
         d = cells[cell]
         return sum(float(d["adaptive_posterior"][s]["average_precision"]) <
