@@ -68,16 +68,23 @@ def subset(dataset: str, out: Path, full: bool = False) -> Path:
     if path.is_file():
         return path
     data = load_dataset(dataset, REPO.parent / "shared" / "data" / dataset)
-    rng = np.random.default_rng(0)
     y = data.train_labels.numpy()
-    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), SIZE // 10, replace=False) for c in range(10)]))
-    test = np.sort(rng.choice(len(data.test_labels), TEST_SIZE, replace=False))
+    keep, test = subset_rows(y, len(data.test_labels))
     if full:
         keep, test = np.arange(y.size), np.arange(len(data.test_labels))
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, train_images=data.train_images.numpy()[keep], train_labels=y[keep],
              test_images=data.test_images.numpy()[test], test_labels=data.test_labels.numpy()[test])
     return path
+
+
+def subset_rows(train_labels: np.ndarray, test_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The subset's rows, sorted: SIZE // 10 training examples of each of the 10 classes and TEST_SIZE
+    test examples, one seeded draw (the same subset for every cell and every session)."""
+    rng = np.random.default_rng(0)
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(train_labels == c), SIZE // 10, replace=False)
+                                   for c in range(10)]))
+    return keep, np.sort(rng.choice(test_size, TEST_SIZE, replace=False))
 
 
 def cell_config(data_dir, kind: str, rate: float, method: str, seed: int, **extra):

@@ -1,5 +1,5 @@
 """The detection benchmarks' scripts without training: detection_count.py's --cells (the cells a
-rerun trains, by shell patterns over their folder names) and user_folder_trial.py's folder (the
+rerun trains, by shell patterns over their folder names), its subset's rows, and user_folder_trial.py's folder (the
 dataset's own images as PNG files, each under its given class, the flips as the trial names them)."""
 
 from __future__ import annotations
@@ -68,6 +68,18 @@ def test_the_command_line_turns_it_into_a_usage_error(script, tmp_path, capsys, 
         script.main(["--out", str(tmp_path), "--canaries", "0.05", "--cells", "nothing_*"])
     assert stop.value.code == 2
     assert "--cells nothing_* matches no cell" in capsys.readouterr().err
+
+
+def test_the_subset_is_stratified_and_the_same_every_time(script):
+    """The rows every cell trains on, and the rows floor_opinion.py's second opinion leaves out: a
+    tenth of SIZE from each class, sorted, distinct, drawn the same way every time."""
+    labels = np.random.default_rng().integers(0, 10, size=5_000)
+    keep, test = script.subset_rows(labels, 1_500)
+    assert np.array_equal(np.bincount(labels[keep], minlength=10), [script.SIZE // 10] * 10)
+    assert np.all(np.diff(keep) > 0) and np.all(np.diff(test) > 0)
+    assert test.size == script.TEST_SIZE and test.max() < 1_500
+    again = script.subset_rows(labels, 1_500)
+    assert np.array_equal(again[0], keep) and np.array_equal(again[1], test)
 
 
 @pytest.mark.parametrize("dataset, kind, rate", [("mnist", "pattern", 0.2), ("fashion-mnist", "symmetric", 0.03)])

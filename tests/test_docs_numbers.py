@@ -289,3 +289,25 @@ def test_the_canary_count_and_tau_auto_claims():
     assert (f"Of {len(table)} cells: the count is within the goal in **{new}** (the count before: {previous}; "
             f"the small-loss canary count: {small})") in full
     assert f"the count holds in {new} of {len(table)} held-out cells (before: {previous}; small loss: {small})" in README
+
+
+def test_the_second_opinion_on_the_floor():
+    """The floor's second opinion (results/detection-canaries/second-opinion.md), as the README and
+    the notebook quote it."""
+    rows = {}
+    for line in (RESULTS / "detection-canaries" / "second-opinion.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| fashion-mnist"):
+            rows[cells[1]] = cells
+    floor, rest = rows["the no-noise floor (both methods)"], rows["never flagged"]
+    count_and_share = re.compile(r"(\d+) \((\S+)\)")
+    disputed, share = count_and_share.fullmatch(floor[3]).groups()
+    rest_share = count_and_share.fullmatch(rest[3])[2]
+    assert (f"names another class for {round(100 * float(share))}% of them ({round(100 * float(rest_share))}% of "
+            "the images no run flagged)") in README
+    assert f"names another class (above 1/2) for {disputed} of the {floor[2]} ({share})" in NOTEBOOK
+    assert f"gives their given label {floor[4]} on average; for the {int(rest[2]):,} subset images" in NOTEBOOK
+    assert f"{rest_share} and {rest[4]}" in NOTEBOOK
+    often = next(v for k, v in rows.items() if k.startswith("flagged clean at 1%") and "half" in k)
+    assert f"The {often[2]} clean images flagged in at least half" in NOTEBOOK
+    assert f"{count_and_share.fullmatch(often[3])[2]} and {often[4]}" in NOTEBOOK

@@ -81,8 +81,10 @@ def canary_noise_rate(evidence: Evidence, reading: str = CANARY_READING, quantil
 
     How it errs: a network's genuine confusions above t (hard images of look-alike classes, and
     Fashion-MNIST's own wrong labels, which the benchmark counts as clean: with no noise added it
-    flags about 1.7% of a 3,000-image Fashion-MNIST subset) push it up; flips memorised past their
-    class's pattern, and flips that run both ways between two classes, pull it down.
+    flags about 1.7% of a 3,000-image Fashion-MNIST subset, and a network that never trained on
+    those images names another class for half of them: results/detection-canaries/second-opinion.md)
+    push it up; flips memorised past their class's pattern, and flips that run both ways between
+    two classes, pull it down.
     ``CANARY_QUANTILE`` and ``CANARY_READING`` are the development half's balance."""
     if reading not in READINGS:
         raise ValueError(f"unknown reading {reading!r}; valid choices: {', '.join(READINGS)}")
