@@ -113,8 +113,15 @@ def _own_model_and_threads(out, capsys):
     model = load_model(out)
     assert isinstance(model[1], torch.nn.Linear) and model[1].in_features == 28 * 28
     assert cli.main(["--resume", "--epochs", "2", "--threads", "2", "--no-progress", "--out", str(out)]) == 0
-    assert "this run started at 1 thread(s) and continues at 2: it will not continue bit-identically" in \
-        capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "this run started at 1 thread(s) and continues at 2: it will not continue bit-identically" in err
+    assert "CPU kernels" not in err  # the same machine
+    assert config["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    config["cpu_capability"] = "ANOTHER"  # as a run begun on another kind of CPU records it
+    (out / "config.json").write_text(json.dumps(config))
+    assert cli.main(["--resume", "--epochs", "3", "--threads", "1", "--no-progress", "--out", str(out)]) == 0
+    assert (f"this run started on torch's ANOTHER CPU kernels and continues on "
+            f"{torch.backends.cpu.get_cpu_capability()} (another kind of CPU)") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

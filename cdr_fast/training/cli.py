@@ -218,6 +218,10 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
         if started is not None and started != torch.get_num_threads():
             say(f"warning: this run started at {started} thread(s) and continues at {torch.get_num_threads()}: it "
                 f"will not continue bit-identically (pass --threads {started} for that)", file=sys.stderr)
+        kernels, now = folder.settings().get("cpu_capability"), torch.backends.cpu.get_cpu_capability()
+        if trainer.device.type == "cpu" and kernels is not None and kernels != now:
+            say(f"warning: this run started on torch's {kernels} CPU kernels and continues on {now} (another kind "
+                f"of CPU): it will not continue bit-identically", file=sys.stderr)
         step = f", step {trainer.saved_step} of epoch {trainer.epoch + 1}" if trainer.saved_step else ""
         say(f"resuming {folder.path} after epoch {trainer.epoch}/{config.epochs}{step}")
     processes = f", {dist.world_size} processes" if dist.enabled else ""

@@ -150,10 +150,13 @@ class Trainer:
 
     def run_description(self) -> dict[str, Any]:
         """What ``config.json`` records besides the settings: what a later reader (``load_model``,
-        ``predict.py``) needs to rebuild the model and name its outputs."""
+        ``predict.py``) needs to rebuild the model and name its outputs, and what a resume needs to
+        say whether it can continue bit-identically (the thread count, and the CPU kernels torch
+        dispatches to: AVX2 and AVX-512 machines sum floats differently)."""
         return {"run_id": self.run_id, "model_built": self.model_name, "input_shape": list(self.input_shape),
                 "num_classes": self.data.num_classes, "class_names": self.data.class_names,
-                "normalisation": self.data.normalisation, "threads": torch.get_num_threads()}
+                "normalisation": self.data.normalisation, "threads": torch.get_num_threads(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
     # ---------------------------------------------------------------- the loop
 
