@@ -93,9 +93,9 @@ def estimate_with_canaries(probs: Tensor, planted_labels: Tensor, canaries: Tens
     memorisation back, so the warm-up keeps the estimate chosen on its own development half. Measured
     there afterwards, the one-way part gains nothing (within the goal in 20 of 36 cells either way)
     and reads Fashion-MNIST's confusion-derived noise at 20 and 40% as 0.131 and 0.251 (realised
-    0.196 and 0.392; the whole overlap 0.219 and 0.377; results/README.md). The transition is the anchors', with the canaries'
-    flips undone (they compose T with C = (1 - s) I + s (J - I) / (m - 1), so T = T_warm C^-1,
-    clipped at 0, rows renormalised)."""
+    0.196 and 0.392; the whole overlap 0.219 and 0.377; results/README.md). The transition is the
+    anchors', with the canaries' flips undone (they compose T with C = (1 - s) I + s (J - I) / (m - 1),
+    so T = T_warm C^-1, clipped at 0, rows renormalised)."""
     from .detection.canaries import canary_ratio
     from .detection.scores import learned_overlap, unexplained_loss
 

@@ -214,11 +214,12 @@ def train(trainer: Trainer, folder: RunFolder, args: argparse.Namespace, dist: D
     for note in folder.notes:
         say(f"warning: {note}", file=sys.stderr)
     if args.resume:
-        started = folder.settings().get("threads")
+        settings = folder.settings()
+        started = settings.get("threads")
         if started is not None and started != torch.get_num_threads():
             say(f"warning: this run started at {started} thread(s) and continues at {torch.get_num_threads()}: it "
                 f"will not continue bit-identically (pass --threads {started} for that)", file=sys.stderr)
-        kernels, now = folder.settings().get("cpu_capability"), torch.backends.cpu.get_cpu_capability()
+        kernels, now = settings.get("cpu_capability"), torch.backends.cpu.get_cpu_capability()
         if trainer.device.type == "cpu" and kernels is not None and kernels != now:
             say(f"warning: this run started on torch's {kernels} CPU kernels and continues on {now} (another kind "
                 f"of CPU): it will not continue bit-identically", file=sys.stderr)
